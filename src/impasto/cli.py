@@ -1,0 +1,276 @@
+"""The command line: argparse built from the config's fields, one typed config, one call
+into the core. A user's mistake is one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+import typing
+from pathlib import Path
+
+from . import backbones, config as config_mod
+from .config import INITS, TASKS, Config
+from .errors import UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+POSITIONALS = {
+    "transfer": [("content", None, "content image (the photo)"),
+                 ("styles", "*", "style image(s) (the painting)")],
+    "reconstruct": [("content", None, "image to reconstruct from its features")],
+    "texture": [("styles", "*", "style image whose texture to synthesise")],
+}
+DESCRIPTIONS = {
+    "transfer": "Paint CONTENT in the style of STYLE (Gatys et al. 2016).",
+    "reconstruct": "Reconstruct CONTENT from its features at one layer, starting from noise.",
+    "texture": "Synthesise a texture with the style statistics of STYLE, starting from noise.",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _field_type(f):
+    hints = typing.get_type_hints(Config)
+    t = hints[f.name]
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return args[0] if args else t
+
+
+def _is_weight_list(name):
+    return name.endswith("layer_weights")
+
+
+def _split(values, convert, option):
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip()
+            if part:
+                try:
+                    out.append(convert(part))
+                except ValueError:
+                    raise UserError(f"option --{option}: '{part}' is not a number") from None
+    return out
+
+
+def add_config_options(parser, task):
+    """One option per Config field that applies to ``task``; the defaults shown are the
+    task's defaults; nothing is set unless given (argparse.SUPPRESS)."""
+    defaults = Config.for_task(task)
+    group = parser.add_argument_group("options")
+    for f in dataclasses.fields(Config):
+        if task not in f.metadata["tasks"]:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        help_text = f.metadata["help"]
+        if "(default:" not in help_text:
+            help_text += f" (default: {shown})"
+        kw = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), dest=f.name)
+        if f.metadata.get("metavar"):
+            kw["metavar"] = f.metadata["metavar"]
+        ftype = _field_type(f)
+        if ftype is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif ftype is list or typing.get_origin(ftype) is list:
+            group.add_argument(flag, nargs="+", **kw)
+        else:
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
+            group.add_argument(flag, type=ftype, **kw)
+        if task == "reconstruct" and f.name == "content_layers":
+            group.add_argument("--layer", dest="content_layers", nargs="+", default=argparse.SUPPRESS,
+                               metavar="LAYER", help="same as --content-layers")
+
+
+def add_run_options(parser):
+    run = parser.add_argument_group("run")
+    run.add_argument("-o", "--output", required=True, help="output image file (.png or .jpg); "
+                     "a run record OUTPUT.json is written beside it")
+    run.add_argument("--from-record", metavar="RECORD", help="repeat the run a record (.json, or "
+                     "a .png impasto wrote) describes; options given here override it")
+    run.add_argument("--save-every", type=int, default=0, metavar="N",
+                     help="also write the image every N steps (OUTPUT_stepN.png)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def build_parser():
+    parser = OneLineParser(prog="impasto", description="Neural style transfer by optimisation "
+                           "(Gatys, Ecker & Bethge 2016).")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"impasto {__version__}")
+    sub = parser.add_subparsers(dest="task", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for task in TASKS:
+        p = sub.add_parser(task, help=DESCRIPTIONS[task], description=DESCRIPTIONS[task])
+        for name, nargs, help_text in POSITIONALS[task]:
+            p.add_argument(name, nargs=nargs or "?", help=help_text)
+        add_config_options(p, task)
+        add_run_options(p)
+    lp = sub.add_parser("layers", help="list the layer names of a model",
+                        description="List the layer names of a model, in order.")
+    lp.add_argument("--model", default=Config().model, choices=list(backbones.MODELS))
+    return parser
+
+
+def options_from_args(args, task) -> dict:
+    """The Config options the user gave on the command line (and only those)."""
+    given = {}
+    for f in dataclasses.fields(Config):
+        if not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if isinstance(value, list):
+            conv = float if _is_weight_list(f.name) else str
+            value = _split(value, conv, f.name.replace("_", "-"))
+        given[f.name] = value
+    return given
+
+
+class Progress:
+    """A progress bar on stderr: step, loss terms, rate; a line per 10% when not a terminal."""
+
+    def __init__(self, stream=sys.stderr, quiet=False):
+        self.stream, self.quiet = stream, quiet
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last_print = -1.0
+        self.width = 24
+
+    def __call__(self, s):
+        if self.quiet:
+            return
+        frac = s.step / max(1, s.total_steps)
+        rate = s.step / s.elapsed if s.elapsed > 0 else 0.0
+        eta = (s.total_steps - s.step) / rate if rate > 0 else 0.0
+        terms = " ".join(f"{k} {v:.4g}" for k, v in s.terms.items())
+        filled = int(frac * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = (f"step {s.step}/{s.total_steps} [{bar}] loss {s.loss:.4g} ({terms}) "
+                f"{rate:.2f} step/s eta {_duration(eta)}")
+        if self.tty:
+            self.stream.write("\r" + line + "\033[K")
+            self.stream.flush()
+        else:
+            tick = math.floor(frac * 10)
+            if tick > self.last_print or s.step == s.total_steps:
+                self.last_print = tick
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def close(self):
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def load_inputs(task, args, record):
+    """Content/style paths from the command line, else from the record."""
+    rec_inputs = (record or {}).get("inputs", {})
+    content = getattr(args, "content", None) or rec_inputs.get("content")
+    styles = getattr(args, "styles", None) or rec_inputs.get("styles") or []
+    if task in ("transfer", "reconstruct") and not content:
+        raise UserError(f"impasto {task}: give a CONTENT image (or --from-record RECORD)")
+    if task in ("transfer", "texture") and not styles:
+        raise UserError(f"impasto {task}: give a STYLE image (or --from-record RECORD)")
+    if task == "texture" and len(styles) > 1:
+        raise UserError("impasto texture: give one STYLE image")
+    if task == "transfer" and len(styles) > 1:
+        raise UserError("impasto transfer: several style images are not supported yet; give one")
+    return (content if task != "texture" else None), (styles if task != "reconstruct" else [])
+
+
+def run_task(args, argv) -> int:
+    from . import image as imageio, record as records, tasks
+
+    task = args.task
+    record = records.read(args.from_record) if args.from_record else None
+    if record is not None and record["task"] != task:
+        raise UserError(f"--from-record {args.from_record}: the record is of an 'impasto "
+                        f"{record['task']}' run, not '{task}'")
+    options = dict(record["options"]) if record else {}
+    options = {k: v for k, v in options.items() if k in config_mod.field_names()}
+    options.update(options_from_args(args, task))
+    cfg = Config.for_task(task, **options)
+
+    output = imageio.check_writable(args.output)
+    if args.save_every < 0:
+        raise UserError(f"option --save-every: must be zero or more, got {args.save_every}")
+    content_path, style_paths = load_inputs(task, args, record)
+    content = imageio.load(content_path) if content_path else None
+    styles = [imageio.load(p) for p in style_paths]
+    init_image = None
+    if cfg.init not in INITS:
+        init_image = imageio.load(cfg.init)
+
+    progress = Progress(quiet=args.quiet)
+
+    def callback(s):
+        progress(s)
+        if args.save_every and s.step % args.save_every == 0:
+            snap = output.with_name(f"{output.stem}_step{s.step:05d}{output.suffix}")
+            imageio.save(s.image.clamp(0, 1).cpu(), snap)
+
+    try:
+        result = tasks.run(task, cfg, content, styles, init_image=init_image, callback=callback)
+    finally:
+        progress.close()
+    inputs = {"content": content_path, "styles": list(style_paths)}
+    if init_image is not None:
+        inputs["init"] = cfg.init
+    rec = records.build(result, output, inputs, argv=["impasto", *argv])
+    imageio.save(result.tensor, output, metadata=records.png_metadata(rec)
+                 if output.suffix.lower() == ".png" else None)
+    records.write(rec, records.record_path(output))
+    out = result.outcome
+    if not args.quiet:
+        terms = " ".join(f"{k} {v:.4g}" for k, v in (out.history[-1] if out.history else {}).items()
+                         if k not in ("step", "time", "loss"))
+        h, w = result.tensor.shape[-2:]
+        print(f"wrote {output} ({w}x{h}) in {result.timings['total_s']:.1f} s: {out.steps} steps, "
+              f"stop: {out.stop_reason}, loss {out.loss:.4g} ({terms}), {result.precision} on "
+              f"{result.device}, seed {result.config.seed}; record {records.record_path(output)}",
+              file=sys.stderr)
+    return EXIT_INTERRUPTED if out.stop_reason == "interrupted" else 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.task == "layers":
+            print("\n".join(backbones.layers(args.model)))
+            return 0
+        return run_task(args, argv)
+    except UserError as e:
+        print(f"impasto: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("impasto: interrupted before the first step; nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("impasto: error: out of memory: use a smaller --size", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except RuntimeError as e:
+        if "out of memory" in str(e).lower():
+            print("impasto: error: out of memory on the device: use a smaller --size or "
+                  "--device cpu", file=sys.stderr)
+            return EXIT_USER_ERROR
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

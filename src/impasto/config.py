@@ -1,0 +1,185 @@
+"""Every option impasto has, with its default and help text, defined once.
+
+The CLI builds its parser from these fields, the run record serialises them, ``--from-record``
+reads them back, and the Python API takes them as keyword arguments.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import UserError
+
+TASKS = ("transfer", "reconstruct", "texture")
+INITS = ("content", "style", "gaussian", "uniform")
+_ALL = TASKS
+_STYLED = ("transfer", "texture")
+_CONTENTED = ("transfer", "reconstruct")
+
+
+def _opt(default=None, help="", *, tasks=_ALL, choices=None, factory=None, metavar=None):
+    meta = {"help": help, "tasks": tasks, "choices": choices, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    """One run's options. Field order is the order of the CLI's help."""
+
+    # --- size and images
+    size: int = _opt(512, "long side of the output image in pixels (the aspect ratio is kept)")
+    style_scale: float = _opt(
+        1.0, "style image long side as a multiple of the output long side: larger values give "
+        "larger brush strokes", tasks=_STYLED)
+    # --- objective
+    content_layers: list = _opt(
+        help="layers whose features the output must match (paper names, e.g. relu4_2)",
+        tasks=_CONTENTED, factory=lambda: ["relu4_2"], metavar="LAYER")
+    content_layer_weights: Optional[list] = _opt(
+        None, "one weight per content layer (default: equal)", tasks=_CONTENTED, metavar="W")
+    style_layers: list = _opt(
+        help="layers whose Gram matrices the output must match",
+        tasks=_STYLED, factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
+        metavar="LAYER")
+    style_layer_weights: Optional[list] = _opt(
+        None, "one weight per style layer (default: equal; each layer's loss is already "
+        "normalised by its target's energy)", tasks=_STYLED, metavar="W")
+    content_weight: float = _opt(1.0, "weight of the content loss", tasks=_CONTENTED)
+    style_weight: float = _opt(10.0, "weight of the style loss", tasks=_STYLED)
+    tv_weight: float = _opt(1.0, "weight of the total-variation (smoothness) loss")
+    tv_norm: str = _opt("squared", "total-variation penalty on neighbouring pixel differences",
+                        choices=("l1", "squared"))
+    # --- start and randomness
+    init: str = _opt("content", "start image: content, style, gaussian, uniform, or an image "
+                     "file (default: content for transfer, gaussian otherwise)", metavar="INIT")
+    seed: Optional[int] = _opt(None, "random seed; the same seed repeats a run bit for bit on "
+                               "the CPU (default: a random seed, written to the run record)")
+    # --- optimiser and stopping
+    optimizer: str = _opt("lbfgs", "optimiser", choices=("lbfgs", "adam"))
+    lr: Optional[float] = _opt(None, "learning rate (default: 1.0 for lbfgs, 0.02 for adam)")
+    steps: int = _opt(500, "step budget: at most this many optimiser steps")
+    history_size: int = _opt(100, "L-BFGS history size")
+    line_search: bool = _opt(False, "use the strong-Wolfe line search in L-BFGS (more "
+                             "evaluations per step, never diverges)")
+    tol: float = _opt(0.0, "stop when the loss improved by less than this fraction over the "
+                      "last --tol-window steps (0: off)")
+    tol_window: int = _opt(20, "window of steps for --tol")
+    patience: int = _opt(20, "stop when the loss has stayed above its best for this many steps "
+                         "(the best image so far is kept either way)")
+    # --- network
+    model: str = _opt("vgg19", "backbone network", choices=("vgg19", "vgg19-torchvision", "vgg16"))
+    weights: Optional[str] = _opt(None, "weights file for the backbone (default: the bundled "
+                                  "Caffe VGG19 for vgg19, the torch.hub cache for the others)",
+                                  metavar="PATH")
+    pooling: str = _opt("max", "pooling in the backbone", choices=("max", "avg"))
+    device: str = _opt("auto", "compute device: auto, cpu, cuda, cuda:N or mps", metavar="DEVICE")
+    precision: str = _opt("auto", "arithmetic inside the network: auto picks bf16 on CPUs with "
+                          "AMX or AVX512-BF16 and on CUDA devices that support it, fp32 elsewhere; "
+                          "Gram matrices and losses are always accumulated in fp32",
+                          choices=("auto", "fp32", "bf16", "fp16"))
+
+    # ------------------------------------------------------------------ helpers
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> "Config":
+        """The defaults of ``task`` with ``overrides`` applied and checked."""
+        base = dict(TASK_DEFAULTS[task])
+        base.update({k: v for k, v in overrides.items()})
+        unknown = sorted(set(base) - set(field_names()))
+        if unknown:
+            from .errors import closest
+            name = unknown[0]
+            raise UserError(f"unknown option '{name}' (did you mean '{closest(name, field_names())}'?)")
+        cfg = cls(**base)
+        cfg.validate(task)
+        return cfg
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        known = set(field_names())
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1.0 if self.optimizer == "lbfgs" else 0.02
+
+    def validate(self, task: str) -> None:
+        """Raise UserError naming the option for any value out of range."""
+        def bad(name, why):
+            raise UserError(f"option --{name.replace('_', '-')}: {why}")
+
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                bad(f.name, f"'{value}' is not one of {', '.join(choices)}")
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(f.name, f"must be a finite number, got {value}")
+        if self.size < 16:
+            bad("size", f"must be at least 16 pixels, got {self.size}")
+        if self.size > 16384:
+            bad("size", f"must be at most 16384 pixels, got {self.size}")
+        if self.style_scale <= 0:
+            bad("style_scale", f"must be positive, got {self.style_scale}")
+        if self.steps < 0:
+            bad("steps", f"must be zero or more, got {self.steps}")
+        for name in ("content_weight", "style_weight", "tv_weight", "tol"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be zero or more, got {getattr(self, name)}")
+        if self.lr is not None and self.lr <= 0:
+            bad("lr", f"must be positive, got {self.lr}")
+        for name in ("history_size", "tol_window", "patience"):
+            if getattr(self, name) < 1:
+                bad(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.seed is not None and not (0 <= self.seed < 2**63):
+            bad("seed", f"must be between 0 and 2**63-1, got {self.seed}")
+        for layers, weights in (("content_layers", "content_layer_weights"),
+                                ("style_layers", "style_layer_weights")):
+            lay, w = getattr(self, layers), getattr(self, weights)
+            if task in field_tasks(layers) and not lay:
+                bad(layers, "needs at least one layer")
+            if w is not None:
+                if len(w) != len(lay):
+                    bad(weights, f"gives {len(w)} weights for {len(lay)} layers "
+                        f"({', '.join(lay)}): give one weight per layer")
+                if any((not math.isfinite(x)) or x < 0 for x in w):
+                    bad(weights, "weights must be finite and zero or more")
+        if self.init not in INITS and not isinstance(self.init, str):
+            bad("init", f"must be one of {', '.join(INITS)} or an image file")
+        if task == "texture" and self.init == "content":
+            bad("init", "texture synthesis has no content image: use gaussian, uniform, "
+                "style or an image file")
+        if task == "reconstruct" and self.init == "style":
+            bad("init", "reconstruction has no style image: use gaussian, uniform, "
+                "content or an image file")
+
+
+TASK_DEFAULTS = {
+    "transfer": {},
+    "reconstruct": {"init": "gaussian", "style_weight": 0.0, "tv_weight": 0.0},
+    "texture": {"init": "gaussian", "content_weight": 0.0, "tv_weight": 0.0},
+}
+
+
+def field_names():
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def field_tasks(name):
+    return {f.name: f.metadata["tasks"] for f in dataclasses.fields(Config)}[name]
+
+
+def defaults(task: str = "transfer") -> dict:
+    """The default value of every option for ``task``."""
+    return Config.for_task(task).to_dict()

@@ -1,0 +1,128 @@
+"""The optimisation loop. It knows nothing of style transfer: it minimises a function of one
+image tensor with L-BFGS or Adam, applies the stopping rules, keeps the best image so far and
+reports each step to a callback.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+
+@dataclass
+class Step:
+    """What the callback sees after each step."""
+    step: int            # 1-based step number
+    total_steps: int     # the budget
+    loss: float          # total loss at the image the step started from
+    terms: dict          # named loss terms at that image
+    elapsed: float       # seconds since the loop started
+    image: Optional[torch.Tensor] = None  # the current image (do not modify)
+
+
+@dataclass
+class Outcome:
+    image: torch.Tensor                 # the best image seen
+    loss: float                         # its loss
+    steps: int                          # steps taken
+    evaluations: int                    # objective evaluations (more than steps with line search)
+    stop_reason: str                    # budget, converged, no-improvement, non-finite, interrupted
+    history: list = field(default_factory=list)  # one dict per step: step, time, loss, terms
+
+
+@dataclass
+class Settings:
+    optimizer: str = "lbfgs"
+    lr: float = 1.0
+    steps: int = 500
+    history_size: int = 100
+    line_search: bool = False
+    tol: float = 0.0
+    tol_window: int = 20
+    patience: int = 20
+
+
+def make_optimizer(params, s: Settings):
+    if s.optimizer == "lbfgs":
+        return torch.optim.LBFGS(params, lr=s.lr, max_iter=1, history_size=s.history_size,
+                                 line_search_fn="strong_wolfe" if s.line_search else None,
+                                 tolerance_grad=0.0, tolerance_change=0.0)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr)
+    raise ValueError(f"unknown optimizer {s.optimizer!r}")
+
+
+def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(),
+             callback: Optional[Callable[[Step], None]] = None, step_offset: int = 0,
+             total_steps: Optional[int] = None) -> Outcome:
+    """Minimise ``fn(x) -> (loss, terms)`` over ``x`` starting from ``x0``.
+
+    ``terms`` is a 1-D tensor of named parts of the loss (``term_names``), read together with
+    the loss in one host sync per evaluation. Stops at the step budget; when the loss improved
+    by less than ``tol`` (relative) over ``tol_window`` steps; when it has not beaten its best
+    for ``patience`` steps; when it turns NaN or infinite; or on Ctrl-C. The best image seen is
+    returned in every case.
+    """
+    x = x0.detach().clone().contiguous().requires_grad_(True)
+    opt = make_optimizer([x], settings)
+    best = {"loss": math.inf, "image": x0.detach().clone(), "terms": None}
+    last = {}
+    evals = 0
+
+    def closure():
+        nonlocal evals
+        opt.zero_grad(set_to_none=False)
+        loss, terms = fn(x)
+        loss.backward()
+        values = torch.cat([loss.detach().float().reshape(1), terms.float()]).tolist()
+        evals += 1
+        last["loss"], last["terms"] = values[0], dict(zip(term_names, values[1:]))
+        if values[0] < best["loss"]:
+            best["loss"], best["terms"] = values[0], last["terms"]
+            best["image"].copy_(x.detach())
+        return loss
+
+    history, stop, start = [], "budget", time.perf_counter()
+    since_best, step = 0, 0
+    budget = total_steps or settings.steps
+    try:
+        for step in range(1, settings.steps + 1):
+            prev_best = best["loss"]
+            if settings.optimizer == "lbfgs":
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+            loss = last["loss"]
+            now = time.perf_counter() - start
+            history.append({"step": step + step_offset, "time": round(now, 4),
+                            "loss": loss, **last["terms"]})
+            if callback is not None:
+                callback(Step(step + step_offset, budget, loss, dict(last["terms"]), now, x.detach()))
+            if not math.isfinite(loss):
+                stop = "non-finite"
+                break
+            since_best = 0 if best["loss"] < prev_best else since_best + 1
+            if since_best >= settings.patience:
+                stop = "no-improvement"
+                break
+            if settings.tol > 0 and step > settings.tol_window:
+                old = history[-1 - settings.tol_window]["loss"]
+                if (old - loss) <= settings.tol * abs(loss):
+                    stop = "converged"
+                    break
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    else:
+        # The last update moved x past the last evaluated point: score it once more.
+        if stop in ("budget", "converged") and step > 0:
+            with torch.no_grad():
+                loss, terms = fn(x)
+            values = torch.cat([loss.float().reshape(1), terms.float()]).tolist()
+            if math.isfinite(values[0]) and values[0] < best["loss"]:
+                best["loss"], best["terms"] = values[0], dict(zip(term_names, values[1:]))
+                best["image"].copy_(x.detach())
+    return Outcome(best["image"], best["loss"], len(history), evals, stop, history)

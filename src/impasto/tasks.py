@@ -1,0 +1,188 @@
+"""The tasks: style transfer, content reconstruction and texture synthesis, on one engine.
+
+The core takes and returns tensors (RGB, (1,3,H,W), [0,1]); it never reads files or options
+from the command line.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import backbones, image as imageio, precision as precisions
+from .config import INITS, Config
+from .errors import UserError
+from .losses import Objective
+from .optimize import Outcome, Settings, minimise
+
+
+@dataclass
+class Result:
+    """What a run gives back."""
+    tensor: torch.Tensor      # (1, 3, H, W) in [0, 1], on the CPU
+    config: Config            # the options used, with the seed filled in
+    task: str
+    outcome: Outcome
+    weights_id: str
+    device: str
+    timings: dict = field(default_factory=dict)
+    precision: str = "fp32"   # what --precision resolved to
+
+    @property
+    def image(self):
+        """The result as a PIL image."""
+        return imageio.to_pil(self.tensor)
+
+    @property
+    def history(self):
+        return self.outcome.history
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"option --device: unknown device '{name}' (use auto, cpu, cuda, cuda:N "
+                        "or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("option --device: cuda asked for, but no CUDA device is available "
+                        "(use --device cpu or auto)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                  and torch.backends.mps.is_available()):
+        raise UserError("option --device: mps asked for, but it is not available (use --device "
+                        "cpu or auto)")
+    return dev
+
+
+@functools.lru_cache(maxsize=4)
+def _backbone(model, last, pooling, weights, device, precision):
+    net, weights_id = backbones.build(model, [last], pooling, weights, device)
+    return net.set_precision(precisions.DTYPES[precision]), weights_id
+
+
+def get_backbone(cfg: Config, layers, device, precision="fp32"):
+    """The backbone truncated after the deepest of ``layers`` (memoised for repeated runs)."""
+    backbones.check_layers(cfg.model, layers)
+    order = backbones.layers(cfg.model)
+    last = max(layers, key=order.index)
+    return _backbone(cfg.model, last, cfg.pooling, cfg.weights, str(device), precision)
+
+
+def used_layers(cfg: Config, task: str, has_content: bool, has_style: bool) -> list:
+    layers = []
+    if has_content and cfg.content_weight > 0:
+        backbones.check_layers(cfg.model, cfg.content_layers, "content-layers")
+        layers += cfg.content_layers
+    if has_style and cfg.style_weight > 0:
+        backbones.check_layers(cfg.model, cfg.style_layers, "style-layers")
+        layers += cfg.style_layers
+    return layers
+
+
+def _noise(kind: str, shape, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "gaussian":
+        return (0.5 + 0.15 * torch.randn(shape, generator=gen)).clamp(0, 1)
+    return torch.rand(shape, generator=gen)
+
+
+def initial_image(init, shape, seed, content=None, style=None) -> torch.Tensor:
+    """The start image: ``init`` is content, style, gaussian, uniform, or an image tensor."""
+    h, w = shape[-2:]
+    if isinstance(init, torch.Tensor):
+        return imageio.resize(imageio.to_tensor(init), (h, w))
+    if init == "content":
+        if content is None:
+            raise UserError("option --init: 'content' needs a content image")
+        return content.clone()
+    if init == "style":
+        if style is None:
+            raise UserError("option --init: 'style' needs a style image")
+        return imageio.resize(style, (h, w))
+    if init in ("gaussian", "uniform"):
+        return _noise(init, (1, 3, h, w), seed)
+    raise UserError(f"option --init: '{init}' is not one of {', '.join(INITS)} or an image file")
+
+
+def check_size(t: torch.Tensor, need: int, what: str, deepest: str):
+    h, w = t.shape[-2:]
+    if min(h, w) < need:
+        raise UserError(f"{what} is {w}x{h} px at this --size; layer {deepest} needs at least "
+                        f"{need} px on the short side: use a larger --size or --style-scale, or "
+                        "shallower layers")
+
+
+def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callback=None,
+        style_blend=None) -> Result:
+    """Run ``task`` with ``cfg``. ``content``/``styles`` are images (tensors or PIL).
+
+    ``init_image`` replaces ``cfg.init`` when given (an image read by the caller).
+    """
+    t0 = time.perf_counter()
+    cfg.validate(task)
+    if cfg.seed is None:
+        cfg = cfg.replace(seed=int.from_bytes(os.urandom(4), "little"))
+    if task in ("transfer", "reconstruct") and content is None:
+        raise UserError(f"{task} needs a content image")
+    if task in ("transfer", "texture") and not styles:
+        raise UserError(f"{task} needs a style image")
+    device = resolve_device(cfg.device)
+    precision = precisions.resolve(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+
+    content_t = imageio.to_tensor(content) if content is not None else None
+    style_ts = [imageio.to_tensor(s) for s in styles]
+    if content_t is not None:
+        out_hw = imageio.fit_size(*content_t.shape[-2:], cfg.size)
+        content_t = imageio.resize(content_t, out_hw)
+    else:
+        out_hw = imageio.fit_size(*style_ts[0].shape[-2:], cfg.size)
+    style_long = max(1, round(cfg.size * cfg.style_scale))
+    style_ts = [imageio.resize_long(s, style_long) for s in style_ts]
+
+    layers = used_layers(cfg, task, content_t is not None, bool(style_ts))
+    if layers:
+        need = backbones.min_side(cfg.model, layers)
+        order = backbones.layers(cfg.model)
+        deepest = max(layers, key=order.index)
+        if content_t is not None:
+            check_size(content_t, need, "the content image", deepest)
+        check_size(torch.empty(1, 3, *out_hw), need, "the output image", deepest)
+        for i, s in enumerate(style_ts):
+            check_size(s, need, f"style image {i + 1}" if len(style_ts) > 1 else "the style image",
+                       deepest)
+        net, weights_id = get_backbone(cfg, layers, device, precision)
+    else:
+        net, weights_id = None, "none"
+    t_ready = time.perf_counter()
+
+    init = initial_image(init_image if init_image is not None else cfg.init, (1, 3, *out_hw),
+                         cfg.seed, content_t, style_ts[0] if style_ts else None)
+    objective = Objective(
+        net, content=None if content_t is None else content_t.to(device),
+        styles=[s.to(device) for s in style_ts], style_blend=style_blend,
+        content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
+        style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
+        content_weight=cfg.content_weight, style_weight=cfg.style_weight,
+        tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+    settings = Settings(optimizer=cfg.optimizer, lr=cfg.learning_rate, steps=cfg.steps,
+                        history_size=cfg.history_size, line_search=cfg.line_search, tol=cfg.tol,
+                        tol_window=cfg.tol_window, patience=cfg.patience)
+    outcome = minimise(init.to(device), objective, settings, term_names=Objective.TERMS,
+                       callback=callback)
+    outcome.image = outcome.image.detach().clamp(0, 1).cpu()
+    t_end = time.perf_counter()
+    timings = {"setup_s": round(t_ready - t0, 3), "optimise_s": round(t_end - t_ready, 3),
+               "total_s": round(t_end - t0, 3)}
+    return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision)
