@@ -33,6 +33,9 @@ def _same_kind(like, result: Result):
 
 def run(task: str, content=None, style=None, *, callback=None, init_image=None, **options) -> Result:
     """Run ``task`` ('transfer', 'reconstruct' or 'texture') and return the full Result."""
+    from .config import TASKS
+    if task not in TASKS:
+        raise UserError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
     styles = [] if style is None else (list(style) if isinstance(style, (list, tuple)) else [style])
     cfg = Config.for_task(task, **options)
     return _run(task, cfg, content, styles, init_image=init_image, callback=callback)

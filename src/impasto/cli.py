@@ -13,6 +13,7 @@ from pathlib import Path
 from . import backbones, config as config_mod
 from .config import INITS, TASKS, Config
 from .errors import UserError
+from .losses import Objective
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -211,9 +212,12 @@ def run_task(args, argv) -> int:
     content_path, style_paths = load_inputs(task, args, record)
     content = imageio.load(content_path) if content_path else None
     styles = [imageio.load(p) for p in style_paths]
-    init_image = None
+    init_image = init_path = None
     if cfg.init not in INITS:
-        init_image = imageio.load(cfg.init)
+        # a record keeps its init file relative to itself (inputs), like content and style
+        rec_init = (record or {}).get("inputs", {}).get("init")
+        init_path = rec_init if rec_init and not hasattr(args, "init") else cfg.init
+        init_image = imageio.load(init_path)
 
     progress = Progress(quiet=args.quiet)
 
@@ -229,15 +233,15 @@ def run_task(args, argv) -> int:
         progress.close()
     inputs = {"content": content_path, "styles": list(style_paths)}
     if init_image is not None:
-        inputs["init"] = cfg.init
+        inputs["init"] = init_path
     rec = records.build(result, output, inputs, argv=["impasto", *argv])
     imageio.save(result.tensor, output, metadata=records.png_metadata(rec)
                  if output.suffix.lower() == ".png" else None)
     records.write(rec, records.record_path(output))
     out = result.outcome
     if not args.quiet:
-        terms = " ".join(f"{k} {v:.4g}" for k, v in (out.history[-1] if out.history else {}).items()
-                         if k not in ("step", "time", "loss"))
+        last = out.history[-1] if out.history else {}
+        terms = " ".join(f"{k} {last[k]:.4g}" for k in Objective.TERMS if k in last)
         h, w = result.tensor.shape[-2:]
         print(f"wrote {output} ({w}x{h}) in {result.timings['total_s']:.1f} s: {out.steps} steps, "
               f"stop: {out.stop_reason}, loss {out.loss:.4g} ({terms}), {result.precision} on "

@@ -61,7 +61,11 @@ class Config:
     # --- optimiser and stopping
     optimizer: str = _opt("lbfgs", "optimiser", choices=("lbfgs", "adam"))
     lr: Optional[float] = _opt(None, "learning rate (default: 1.0 for lbfgs, 0.02 for adam)")
-    steps: int = _opt(500, "step budget: at most this many optimiser steps")
+    steps: int = _opt(500, "step budget: at most this many optimiser steps in all, split over "
+                      "the scales (4:2:1 for three scales, coarsest first)")
+    scales: Optional[int] = _opt(None, "number of coarse-to-fine scales, each twice the size of "
+                                 "the one before (default: from --size, the coarsest near 128 px; "
+                                 "1: every step at full size)")
     history_size: int = _opt(100, "L-BFGS history size")
     line_search: bool = _opt(False, "use the strong-Wolfe line search in L-BFGS (more "
                              "evaluations per step, never diverges)")
@@ -132,6 +136,8 @@ class Config:
             bad("size", f"must be at most 16384 pixels, got {self.size}")
         if self.style_scale <= 0:
             bad("style_scale", f"must be positive, got {self.style_scale}")
+        if self.scales is not None and not (1 <= self.scales <= 8):
+            bad("scales", f"must be between 1 and 8, got {self.scales}")
         if self.steps < 0:
             bad("steps", f"must be zero or more, got {self.steps}")
         for name in ("content_weight", "style_weight", "tv_weight", "tol"):

@@ -18,6 +18,11 @@ from .errors import UserError
 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # large paintings are legitimate input; still a bomb guard
 
+# The process umask, for the permissions of written files. os.umask can only be read by
+# setting it; the strict value in between never loosens a file created meanwhile.
+_UMASK = os.umask(0o077)
+os.umask(_UMASK)
+
 
 def load(path) -> Image.Image:
     """Read any Pillow-readable file as an 8-bit RGB image, EXIF orientation applied.
@@ -47,7 +52,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; alpha composited on white."""
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
+        # 16-bit modes always span 0-65535 (a dark 16-bit image must stay dark); a 32-bit 'I'
+        # image has no fixed range, so guess from its values.
+        peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
         arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         im = Image.fromarray(arr, "L")
     elif im.mode == "F":
@@ -133,6 +140,10 @@ def atomic_write(path, write_fn, binary=True) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
     try:
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        except OSError:
+            pass
         with os.fdopen(fd, "wb" if binary else "w") as fh:
             write_fn(fh)
         os.replace(tmp, path)

@@ -39,8 +39,9 @@ def build(result, output, inputs: dict, argv=None) -> dict:
     """The record of ``result`` written to ``output``; input paths stored relative to it."""
     base = Path(output).parent
     out = result.outcome
-    last_terms = {k: v for k, v in (out.history[-1] if out.history else {}).items()
-                  if k not in ("step", "time", "loss")}
+    from .losses import Objective
+    last = out.history[-1] if out.history else {}
+    last_terms = {k: last[k] for k in Objective.TERMS if k in last}
     return {
         "format": FORMAT,
         "task": result.task,
@@ -52,6 +53,7 @@ def build(result, output, inputs: dict, argv=None) -> dict:
         "weights": result.weights_id,
         "device": result.device,
         "precision": result.precision,
+        "schedule": result.schedule,
         "versions": versions(),
         "command": argv if argv is not None else sys.argv,
         "timings": result.timings,

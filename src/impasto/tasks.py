@@ -31,6 +31,7 @@ class Result:
     device: str
     timings: dict = field(default_factory=dict)
     precision: str = "fp32"   # what --precision resolved to
+    schedule: list = field(default_factory=list)  # [long side, steps] per scale, coarsest first
 
     @property
     def image(self):
@@ -100,7 +101,7 @@ def _noise(kind: str, shape, seed: int) -> torch.Tensor:
 def initial_image(init, shape, seed, content=None, style=None) -> torch.Tensor:
     """The start image: ``init`` is content, style, gaussian, uniform, or an image tensor."""
     h, w = shape[-2:]
-    if isinstance(init, torch.Tensor):
+    if not isinstance(init, str):  # an image: a tensor, or a PIL image (the CLI's --init FILE)
         return imageio.resize(imageio.to_tensor(init), (h, w))
     if init == "content":
         if content is None:
@@ -123,11 +124,45 @@ def check_size(t: torch.Tensor, need: int, what: str, deepest: str):
                         "shallower layers")
 
 
+COARSEST = 128   # the auto schedule starts near this long side (pixels)
+MAX_SCALES = 5
+
+
+def schedule(size: int, steps: int, scales: int | None = None) -> list[tuple[int, int]]:
+    """The coarse-to-fine plan: a list of (long side, steps), coarsest first.
+
+    Each scale doubles the long side of the one before and ends at ``size``. ``scales=None``
+    picks as many as fit above ~128 px (512 px -> 128, 256, 512). The ``steps`` are split so
+    that each scale gets twice the steps of the next finer one (4:2:1 for three scales):
+    coarse steps are 4x cheaper per halving, and they settle the large structure that would
+    otherwise cost many full-size steps. ``scales=1`` puts every step at full size.
+    """
+    if scales is None:
+        scales = 1
+        while scales < MAX_SCALES and size / 2 ** scales >= COARSEST * 0.75:
+            scales += 1
+    sides = [max(1, round(size / 2 ** (scales - 1 - k))) for k in range(scales)]
+    weights = [2 ** (scales - 1 - k) for k in range(scales)]
+    counts = [steps * w // sum(weights) for w in weights]
+    counts[-1] += steps - sum(counts)
+    return list(zip(sides, counts))
+
+
+def _merge(outcomes: list) -> Outcome:
+    last = outcomes[-1]
+    history = [h for o in outcomes for h in o.history]
+    return Outcome(last.image, last.loss, sum(o.steps for o in outcomes),
+                   sum(o.evaluations for o in outcomes), last.stop_reason, history)
+
+
 def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callback=None,
         style_blend=None) -> Result:
     """Run ``task`` with ``cfg``. ``content``/``styles`` are images (tensors or PIL).
 
-    ``init_image`` replaces ``cfg.init`` when given (an image read by the caller).
+    ``init_image`` replaces ``cfg.init`` when given (an image read by the caller). The run goes
+    coarse to fine (see ``schedule``): at each scale the content and style images are resized
+    with the output, so the style's stroke size relative to the image stays the same, and the
+    result is upsampled to start the next scale.
     """
     t0 = time.perf_counter()
     cfg.validate(task)
@@ -141,48 +176,67 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     precision = precisions.resolve(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
-    content_t = imageio.to_tensor(content) if content is not None else None
-    style_ts = [imageio.to_tensor(s) for s in styles]
-    if content_t is not None:
-        out_hw = imageio.fit_size(*content_t.shape[-2:], cfg.size)
-        content_t = imageio.resize(content_t, out_hw)
-    else:
-        out_hw = imageio.fit_size(*style_ts[0].shape[-2:], cfg.size)
-    style_long = max(1, round(cfg.size * cfg.style_scale))
-    style_ts = [imageio.resize_long(s, style_long) for s in style_ts]
+    content_src = imageio.to_tensor(content) if content is not None else None
+    style_srcs = [imageio.to_tensor(s) for s in styles]
+    aspect_src = content_src if content_src is not None else style_srcs[0]
+    plan = schedule(cfg.size, cfg.steps, cfg.scales)
 
-    layers = used_layers(cfg, task, content_t is not None, bool(style_ts))
-    if layers:
-        need = backbones.min_side(cfg.model, layers)
-        order = backbones.layers(cfg.model)
-        deepest = max(layers, key=order.index)
-        if content_t is not None:
-            check_size(content_t, need, "the content image", deepest)
-        check_size(torch.empty(1, 3, *out_hw), need, "the output image", deepest)
-        for i, s in enumerate(style_ts):
-            check_size(s, need, f"style image {i + 1}" if len(style_ts) > 1 else "the style image",
-                       deepest)
-        net, weights_id = get_backbone(cfg, layers, device, precision)
-    else:
-        net, weights_id = None, "none"
+    layers = used_layers(cfg, task, content_src is not None, bool(style_srcs))
+    need = backbones.min_side(cfg.model, layers) if layers else 1
+    deepest = max(layers, key=backbones.layers(cfg.model).index) if layers else None
+
+    def images_at(long_side):
+        hw = imageio.fit_size(*aspect_src.shape[-2:], long_side)
+        c = imageio.resize(content_src, hw) if content_src is not None else None
+        style_long = max(1, round(long_side * cfg.style_scale))
+        ss = [imageio.resize_long(s, style_long) for s in style_srcs]
+        return hw, c, ss
+
+    # Every scale must be large enough for the deepest layer; the full size is checked first so
+    # that the message speaks of what the user asked for.
+    for i, (side, _) in enumerate(reversed(plan)):
+        hw, c, ss = images_at(side)
+        if layers:
+            where = "" if i == 0 else f" (at the coarsest of --scales {len(plan)})"
+            check_size(torch.empty(1, 3, *hw), need, "the output image" + where, deepest)
+            for j, st in enumerate(ss):
+                check_size(st, need, (f"style image {j + 1}" if len(ss) > 1 else "the style image")
+                           + where, deepest)
+    net, weights_id = get_backbone(cfg, layers, device, precision) if layers else (None, "none")
     t_ready = time.perf_counter()
 
-    init = initial_image(init_image if init_image is not None else cfg.init, (1, 3, *out_hw),
-                         cfg.seed, content_t, style_ts[0] if style_ts else None)
-    objective = Objective(
-        net, content=None if content_t is None else content_t.to(device),
-        styles=[s.to(device) for s in style_ts], style_blend=style_blend,
-        content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
-        style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
-        content_weight=cfg.content_weight, style_weight=cfg.style_weight,
-        tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
     settings = Settings(optimizer=cfg.optimizer, lr=cfg.learning_rate, steps=cfg.steps,
                         history_size=cfg.history_size, line_search=cfg.line_search, tol=cfg.tol,
                         tol_window=cfg.tol_window, patience=cfg.patience)
-    outcome = minimise(init.to(device), objective, settings, term_names=Objective.TERMS,
-                       callback=callback)
-    outcome.image = outcome.image.detach().clamp(0, 1).cpu()
+    outcomes, x, done = [], None, 0
+    for side, steps in plan:
+        hw, c, ss = images_at(side)
+        if x is None:
+            x = initial_image(init_image if init_image is not None else cfg.init, (1, 3, *hw),
+                              cfg.seed, c, ss[0] if ss else None)
+        else:
+            x = imageio.resize(x, hw)
+        objective = Objective(
+            net, content=None if c is None else c.to(device),
+            styles=[st.to(device) for st in ss], style_blend=style_blend,
+            content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
+            style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
+            content_weight=cfg.content_weight, style_weight=cfg.style_weight,
+            tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+        settings.steps = steps
+        outcome = minimise(x.to(device), objective, settings, term_names=Objective.TERMS,
+                           callback=callback, step_offset=done, total_steps=cfg.steps)
+        for h in outcome.history:
+            h["side"] = side
+        outcomes.append(outcome)
+        done += outcome.steps
+        x = outcome.image.detach().clamp(0, 1).cpu()
+        if outcome.stop_reason in ("interrupted", "non-finite"):
+            break
+    outcome = _merge(outcomes)
+    outcome.image = imageio.resize(x, imageio.fit_size(*aspect_src.shape[-2:], cfg.size))
     t_end = time.perf_counter()
     timings = {"setup_s": round(t_ready - t0, 3), "optimise_s": round(t_end - t_ready, 3),
                "total_s": round(t_end - t0, 3)}
-    return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision)
+    return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
+                  [list(p) for p in plan])

