@@ -72,13 +72,12 @@ def run_impasto(spec: dict) -> dict:
 
 
 def step_seconds(history: list) -> list:
-    """[long side, seconds] per step from the history's 'time' stamps (seconds since the loop
-    of the step's scale started: the clock restarts at every scale)."""
-    out, side, prev = [], None, 0.0
+    """[long side, seconds] per step from the history's 'time' stamps (seconds since the
+    optimisation started, running on across scales; the first step of a scale includes
+    preparing that scale's targets)."""
+    out, prev = [], 0.0
     for h in history:
-        if h["side"] != side:
-            side, prev = h["side"], 0.0
-        out.append([side, h["time"] - prev])
+        out.append([h["side"], h["time"] - prev])
         prev = h["time"]
     return out
 

@@ -346,3 +346,12 @@ def test_ctrl_c_keeps_the_best_image_and_exits_130(cli_env, image_files):
     with Image.open(out) as im:
         assert im.size == (64, 48) and "impasto" in im.text
     assert not [p for p in f["out"].iterdir() if p.name.endswith(".part")]
+
+
+def test_docs_options_table_is_generated_from_the_config():
+    """docs/options.md is `impasto options` verbatim, so the documented defaults are the
+    config's (regenerate with `impasto options > docs/options.md`)."""
+    from impasto.cli import options_markdown
+    doc = Path(__file__).resolve().parents[1] / "docs" / "options.md"
+    assert doc.read_text().strip() == options_markdown().strip()
+    assert "| `--style-weight` | transfer, texture |" in doc.read_text()

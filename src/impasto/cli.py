@@ -117,10 +117,31 @@ def build_parser():
             p.add_argument(name, nargs=nargs or "?", help=help_text)
         add_config_options(p, task)
         add_run_options(p)
+    sub.add_parser("options", help="print every option with its default, as a markdown table",
+                   description="Print every option of every task with its default (markdown).")
     lp = sub.add_parser("layers", help="list the layer names of a model",
                         description="List the layer names of a model, in order.")
     lp.add_argument("--model", default=Config().model, choices=list(backbones.MODELS))
     return parser
+
+
+def options_markdown() -> str:
+    """Every option, the tasks it applies to and its default per task, from Config."""
+    per_task = {t: Config.for_task(t) for t in TASKS}
+    rows = ["| option | tasks | default | what it does |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Config):
+        tasks = f.metadata["tasks"]
+        values = {t: getattr(per_task[t], f.name) for t in tasks}
+        fmt = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+        if len({fmt(v) for v in values.values()}) == 1:
+            default = fmt(next(iter(values.values())))
+        else:
+            default = "; ".join(f"{t}: {fmt(v)}" for t, v in values.items())
+        choices = f.metadata.get("choices")
+        text = f.metadata["help"] + (f" ({' / '.join(choices)})" if choices else "")
+        rows.append(f"| `--{f.name.replace('_', '-')}` | {', '.join(tasks)} | `{default}` | "
+                    f"{text.replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 def options_from_args(args, task) -> dict:
@@ -255,6 +276,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.task == "options":
+            print(options_markdown())
+            return 0
         if args.task == "layers":
             print("\n".join(backbones.layers(args.model)))
             return 0

@@ -62,7 +62,7 @@ class Config:
     optimizer: str = _opt("lbfgs", "optimiser", choices=("lbfgs", "adam"))
     lr: Optional[float] = _opt(None, "learning rate (default: 1.0 for lbfgs, 0.02 for adam)")
     steps: int = _opt(500, "step budget: at most this many optimiser steps in all, split over "
-                      "the scales (4:2:1 for three scales, coarsest first)")
+                      "the scales (2.25:1.5:1 for three scales, coarsest first)")
     scales: Optional[int] = _opt(None, "number of coarse-to-fine scales, each twice the size of "
                                  "the one before (default: from --size, the coarsest near 128 px; "
                                  "1: every step at full size)")

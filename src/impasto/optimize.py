@@ -57,14 +57,15 @@ def make_optimizer(params, s: Settings):
 
 def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(),
              callback: Optional[Callable[[Step], None]] = None, step_offset: int = 0,
-             total_steps: Optional[int] = None) -> Outcome:
+             total_steps: Optional[int] = None, start: Optional[float] = None) -> Outcome:
     """Minimise ``fn(x) -> (loss, terms)`` over ``x`` starting from ``x0``.
 
     ``terms`` is a 1-D tensor of named parts of the loss (``term_names``), read together with
     the loss in one host sync per evaluation. Stops at the step budget; when the loss improved
     by less than ``tol`` (relative) over ``tol_window`` steps; when it has not beaten its best
     for ``patience`` steps; when it turns NaN or infinite; or on Ctrl-C. The best image seen is
-    returned in every case.
+    returned in every case. ``step_offset``, ``total_steps`` and ``start`` (a
+    ``time.perf_counter()`` value) let several calls report as one run, e.g. across scales.
     """
     x = x0.detach().clone().contiguous().requires_grad_(True)
     opt = make_optimizer([x], settings)
@@ -85,7 +86,8 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
             best["image"].copy_(x.detach())
         return loss
 
-    history, stop, start = [], "budget", time.perf_counter()
+    history, stop = [], "budget"
+    start = time.perf_counter() if start is None else start
     since_best, step = 0, 0
     budget = total_steps or settings.steps
     try:

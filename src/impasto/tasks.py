@@ -133,17 +133,19 @@ def schedule(size: int, steps: int, scales: int | None = None) -> list[tuple[int
 
     Each scale doubles the long side of the one before and ends at ``size``. ``scales=None``
     picks as many as fit above ~128 px (512 px -> 128, 256, 512). The ``steps`` are split so
-    that each scale gets twice the steps of the next finer one (4:2:1 for three scales):
-    coarse steps are 4x cheaper per halving, and they settle the large structure that would
-    otherwise cost many full-size steps. ``scales=1`` puts every step at full size.
+    that each scale gets 1.5x the steps of the next finer one (2.25:1.5:1 for three scales):
+    a coarse step costs a quarter of the next finer one, and coarse steps settle the large
+    structure that would otherwise cost many full-size steps, while the full size keeps
+    enough steps (about a fifth of the budget for three scales) to restore fine detail.
+    ``scales=1`` puts every step at full size.
     """
     if scales is None:
         scales = 1
         while scales < MAX_SCALES and size / 2 ** scales >= COARSEST * 0.75:
             scales += 1
     sides = [max(1, round(size / 2 ** (scales - 1 - k))) for k in range(scales)]
-    weights = [2 ** (scales - 1 - k) for k in range(scales)]
-    counts = [steps * w // sum(weights) for w in weights]
+    weights = [1.5 ** (scales - 1 - k) for k in range(scales)]
+    counts = [int(steps * w / sum(weights)) for w in weights]
     counts[-1] += steps - sum(counts)
     return list(zip(sides, counts))
 
@@ -208,7 +210,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     settings = Settings(optimizer=cfg.optimizer, lr=cfg.learning_rate, steps=cfg.steps,
                         history_size=cfg.history_size, line_search=cfg.line_search, tol=cfg.tol,
                         tol_window=cfg.tol_window, patience=cfg.patience)
-    outcomes, x, done = [], None, 0
+    outcomes, x, done, start = [], None, 0, time.perf_counter()
     for side, steps in plan:
         hw, c, ss = images_at(side)
         if x is None:
@@ -225,7 +227,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
         settings.steps = steps
         outcome = minimise(x.to(device), objective, settings, term_names=Objective.TERMS,
-                           callback=callback, step_offset=done, total_steps=cfg.steps)
+                           callback=callback, step_offset=done, total_steps=cfg.steps,
+                           start=start)
         for h in outcome.history:
             h["side"] = side
         outcomes.append(outcome)
