@@ -177,3 +177,19 @@ def test_callback_interrupt_is_handled_like_ctrl_c():
 def test_unknown_optimizer():
     with pytest.raises(ValueError):
         minimise(torch.zeros_like(A), quadratic, Settings(optimizer="sgd", steps=1))
+
+
+def test_line_search_history_reports_the_loss_at_each_steps_start():
+    target = torch.tensor([3.0, -2.0, 0.5])
+
+    def fn(x):
+        loss = (x - target).pow(2).sum()
+        return loss, loss.detach().reshape(1)
+
+    x0 = torch.zeros(3)
+    s = Settings(optimizer="lbfgs", lr=1.0, steps=3, line_search=True)
+    out = minimise(x0, fn, s, term_names=("q",))
+    assert out.history[0]["loss"] == pytest.approx(float((x0 - target).pow(2).sum()))
+    assert out.evaluations > out.steps           # the line search evaluated more than once
+    assert out.loss < 1e-6
+    assert out.terms["q"] == pytest.approx(out.loss)   # the terms are the best image's

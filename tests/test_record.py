@@ -24,7 +24,9 @@ def make_result(loss=0.25, history=None, stop="budget"):
         {"step": 2, "time": 0.2, "loss": 0.5, "content": 0.1, "style": 0.03, "tv": 0.1},
     ]
     cfg = Config.for_task("transfer", size=32, steps=2, seed=42, style_weight=7.0)
-    out = Outcome(torch.zeros(1, 3, 4, 4), loss, len(history), len(history) + 1, stop, history)
+    terms = {k: v for k, v in history[-1].items() if k in ("content", "style", "tv")} if history else {}
+    out = Outcome(torch.zeros(1, 3, 4, 4), loss, len(history), len(history) + 1, stop, history,
+                  terms)
     return Result(torch.zeros(1, 3, 4, 4), cfg, "transfer", out, "weights-id", "cpu",
                   {"setup_s": 0.1, "optimise_s": 0.2, "total_s": 0.3}, "fp32")
 
@@ -60,7 +62,7 @@ def test_build_has_every_field(layout):
     assert set(rec["versions"]) >= {"impasto", "python", "torch", "numpy", "pillow", "platform"}
     assert rec["versions"]["torch"] == torch.__version__
     assert rec["result"] == {"loss": 0.25, "steps": 2, "evaluations": 3, "stop_reason": "budget",
-                             "last_step_terms": {"content": 0.1, "style": 0.03, "tv": 0.1}}
+                             "terms": {"content": 0.1, "style": 0.03, "tv": 0.1}}
     assert rec["history"] == make_result().outcome.history
 
 
@@ -96,7 +98,7 @@ def test_the_record_survives_moving_the_folder(layout, tmp_path_factory):
 def test_non_finite_loss_is_written_and_read_back(tmp_path):
     rec = record.build(make_result(loss=math.inf, history=[]), tmp_path / "o.png",
                        {"content": None, "styles": []})
-    assert rec["result"]["last_step_terms"] == {} and rec["inputs"]["content"] is None
+    assert rec["result"]["terms"] == {} and rec["inputs"]["content"] is None
     record.write(rec, tmp_path / "o.json")
     assert math.isinf(record.read(tmp_path / "o.json")["result"]["loss"])
 

@@ -176,3 +176,47 @@ def test_api_user_errors(content_image, style_image):
         impasto.transfer(content_image, style_image, size=8)
     with pytest.raises(UserError, match="shape"):
         impasto.transfer(torch.rand(4, 16, 16), style_image, size=32, steps=1)
+
+
+# ------------------------------------------------------------------ coarse-to-fine schedule
+from impasto.tasks import schedule  # noqa: E402
+
+
+@pytest.mark.parametrize("size,sides", [
+    (64, [64]), (128, [128]), (256, [128, 256]), (512, [128, 256, 512]),
+    (1024, [128, 256, 512, 1024]), (2048, [128, 256, 512, 1024, 2048]),
+])
+def test_auto_schedule_doubles_from_about_128_px(size, sides):
+    plan = schedule(size, 500)
+    assert [s for s, _ in plan] == sides
+    assert sum(n for _, n in plan) == 500                  # the budget is split, not multiplied
+    counts = [n for _, n in plan]
+    assert counts == sorted(counts, reverse=True)         # coarse scales get more steps
+
+
+def test_schedule_split_is_1_5x_per_scale_and_scales_1_is_single_scale():
+    assert schedule(512, 500, 1) == [(512, 500)]
+    (s0, n0), (s1, n1), (s2, n2) = schedule(512, 500)
+    assert (s0, s1, s2) == (128, 256, 512)
+    assert abs(n0 / n2 - 2.25) < 0.05 and abs(n1 / n2 - 1.5) < 0.05
+    assert schedule(300, 10, 2) == [(150, 6), (300, 4)]
+
+
+def test_coarse_to_fine_run_reports_every_scale(content_image, style_image):
+    result = impasto.run("transfer", content_image, style_image, size=64, scales=2, steps=6,
+                         seed=0, precision="fp32")
+    assert result.schedule == [[32, 3], [64, 3]]
+    assert [h["side"] for h in result.history] == [32, 32, 32, 64, 64, 64]
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+    assert result.tensor.shape[-1] == 64
+    times = [h["time"] for h in result.history]
+    assert times == sorted(times)                          # one clock across the scales
+
+
+def test_texture_runs_single_scale_and_transfer_coarse_to_fine_by_default(style_image,
+                                                                          content_image):
+    """Coarse scales make a texture copy the painting's layout (see config.TASK_DEFAULTS)."""
+    tex = impasto.run("texture", None, style_image, size=256, steps=2, seed=0)
+    assert tex.schedule == [[256, 2]]
+    tr = impasto.run("transfer", content_image, style_image, size=256, steps=4, seed=0)
+    assert [side for side, _ in tr.schedule] == [128, 256]

@@ -13,7 +13,6 @@ from pathlib import Path
 from . import backbones, config as config_mod
 from .config import INITS, TASKS, Config
 from .errors import UserError
-from .losses import Objective
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -261,8 +260,7 @@ def run_task(args, argv) -> int:
     records.write(rec, records.record_path(output))
     out = result.outcome
     if not args.quiet:
-        last = out.history[-1] if out.history else {}
-        terms = " ".join(f"{k} {last[k]:.4g}" for k in Objective.TERMS if k in last)
+        terms = " ".join(f"{k} {v:.4g}" for k, v in out.terms.items())
         h, w = result.tensor.shape[-2:]
         print(f"wrote {output} ({w}x{h}) in {result.timings['total_s']:.1f} s: {out.steps} steps, "
               f"stop: {out.stop_reason}, loss {out.loss:.4g} ({terms}), {result.precision} on "

@@ -171,10 +171,15 @@ class Config:
                 "content or an image file")
 
 
+# Texture synthesis runs at a single scale by default: at a coarse scale the deep layers have
+# fewer positions than channels (relu5_1 at 128 px: ~40 positions, 512 channels), so matching
+# their Gram matrices all but fixes the features themselves, and every seed grows a copy of the
+# painting's composition instead of a new texture (seen here on Starry Night, even without
+# relu5_1). A content image pins the layout down, so the other tasks keep coarse-to-fine.
 TASK_DEFAULTS = {
     "transfer": {},
     "reconstruct": {"init": "gaussian", "style_weight": 0.0, "tv_weight": 0.0},
-    "texture": {"init": "gaussian", "content_weight": 0.0, "tv_weight": 0.0},
+    "texture": {"init": "gaussian", "content_weight": 0.0, "tv_weight": 0.0, "scales": 1},
 }
 
 

@@ -31,6 +31,7 @@ class Outcome:
     evaluations: int                    # objective evaluations (more than steps with line search)
     stop_reason: str                    # budget, converged, no-improvement, non-finite, interrupted
     history: list = field(default_factory=list)  # one dict per step: step, time, loss, terms
+    terms: dict = field(default_factory=dict)    # the loss terms of the best image
 
 
 @dataclass
@@ -80,9 +81,12 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
         loss.backward()
         values = torch.cat([loss.detach().float().reshape(1), terms.float()]).tolist()
         evals += 1
-        last["loss"], last["terms"] = values[0], dict(zip(term_names, values[1:]))
+        terms = dict(zip(term_names, values[1:]))
+        if last.get("fresh"):  # the first evaluation of a step is at the image it started from
+            last["fresh"] = False
+            last["loss"], last["terms"] = values[0], terms
         if values[0] < best["loss"]:
-            best["loss"], best["terms"] = values[0], last["terms"]
+            best["loss"], best["terms"] = values[0], terms
             best["image"].copy_(x.detach())
         return loss
 
@@ -93,6 +97,7 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
     try:
         for step in range(1, settings.steps + 1):
             prev_best = best["loss"]
+            last["fresh"] = True
             if settings.optimizer == "lbfgs":
                 opt.step(closure)
             else:
@@ -127,4 +132,5 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
             if math.isfinite(values[0]) and values[0] < best["loss"]:
                 best["loss"], best["terms"] = values[0], dict(zip(term_names, values[1:]))
                 best["image"].copy_(x.detach())
-    return Outcome(best["image"], best["loss"], len(history), evals, stop, history)
+    return Outcome(best["image"], best["loss"], len(history), evals, stop, history,
+                   best["terms"] or {})

@@ -39,9 +39,6 @@ def build(result, output, inputs: dict, argv=None) -> dict:
     """The record of ``result`` written to ``output``; input paths stored relative to it."""
     base = Path(output).parent
     out = result.outcome
-    from .losses import Objective
-    last = out.history[-1] if out.history else {}
-    last_terms = {k: last[k] for k in Objective.TERMS if k in last}
     return {
         "format": FORMAT,
         "task": result.task,
@@ -57,7 +54,7 @@ def build(result, output, inputs: dict, argv=None) -> dict:
         "versions": versions(),
         "command": argv if argv is not None else sys.argv,
         "timings": result.timings,
-        "result": {"loss": out.loss, "last_step_terms": last_terms, "steps": out.steps,
+        "result": {"loss": out.loss, "terms": out.terms, "steps": out.steps,
                    "evaluations": out.evaluations, "stop_reason": out.stop_reason},
         "history": out.history,
     }

@@ -154,7 +154,7 @@ def _merge(outcomes: list) -> Outcome:
     last = outcomes[-1]
     history = [h for o in outcomes for h in o.history]
     return Outcome(last.image, last.loss, sum(o.steps for o in outcomes),
-                   sum(o.evaluations for o in outcomes), last.stop_reason, history)
+                   sum(o.evaluations for o in outcomes), last.stop_reason, history, last.terms)
 
 
 def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callback=None,
