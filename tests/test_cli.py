@@ -85,8 +85,37 @@ def _bad_input_cases():
                                                      out / "result.xyz"], [".xyz"]),
         "no output": (lambda f, out: [f["content"], f["style"]], ["--output"]),
         "no style": (lambda f, out: [f["content"], "-o", out / "result.png"], ["STYLE"]),
-        "two styles": (lambda f, out: [f["content"], f["style"], f["style"], "-o",
-                                       out / "result.png"], ["several style images"]),
+        "blend count mismatch": (lambda f, out: [f["content"], f["style"], f["style"], "-o",
+                                                 out / "result.png", "--style-blend", "1"],
+                                 ["--style-blend", "1 weights for 2 style images"]),
+        "negative blend": (lambda f, out: files(f, out) + ["--style-blend", "-1"],
+                           ["--style-blend"]),
+        "mask without region styles": (lambda f, out: [f["content"], "-o", out / "result.png",
+                                                       "--mask", f["mask"]], ["--region-style"]),
+        "region style without mask": (lambda f, out: [f["content"], "-o", out / "result.png",
+                                                      "--region-style", f"ff0000={f['style']}"],
+                                      ["--mask"]),
+        "mask of the wrong shape": (lambda f, out: [f["content"], "-o", out / "result.png",
+                                                    "--mask", f["tall_mask"], "--region-style",
+                                                    f"ff0000={f['style']}"],
+                                    ["tall_mask.png", "content image is 64x48"]),
+        "mask colour not listed": (lambda f, out: [f["content"], "-o", out / "result.png",
+                                                   "--mask", f["mask"], "--region-style",
+                                                   f"ff0000={f['style']}"],
+                                   ["#0000ff", "matches no --region-style"]),
+        "region style not COLOUR=STYLE": (lambda f, out: [f["content"], "-o", out / "result.png",
+                                                          "--mask", f["mask"], "--region-style",
+                                                          "ff0000"], ["COLOUR=STYLE"]),
+        "unknown colour name": (lambda f, out: [f["content"], "-o", out / "result.png",
+                                                "--mask", f["mask"], "--region-style",
+                                                f"blurple={f['style']}", "--region-style",
+                                                "0000ff=none"], ["'blurple' is not a colour"]),
+        "styles beside a mask": (lambda f, out: [f["content"], f["style"], "-o",
+                                                 out / "result.png", "--mask", f["mask"],
+                                                 "--region-style", "red=none"], ["--region-style"]),
+        "preserve and recolour": (lambda f, out: files(f, out) + ["--preserve-color",
+                                                                  "luminance", "--color-from",
+                                                                  "style"], ["--color-from"]),
         "missing record": (lambda f, out: ["--from-record", f["dir"] / "old.json", "-o",
                                            out / "result.png"], ["old.json"]),
         "negative save-every": (lambda f, out: files(f, out) + ["--save-every", "-2"],
@@ -107,8 +136,13 @@ def bad_files(image_files):
                                                                      np.uint8).tobytes())
     (d / "notes.txt").write_text("this is not an image\n")
     Image.new("RGB", (40, 8), (200, 100, 50)).save(d / "thin.png")
+    mask = Image.new("RGB", (64, 48), (255, 0, 0))
+    mask.paste((0, 0, 255), (0, 24, 64, 48))           # red top, blue bottom
+    mask.save(d / "mask.png")
+    Image.new("RGB", (20, 60), (255, 0, 0)).save(d / "tall_mask.png")
     return {**image_files, "truncated": d / "truncated.jpg", "noise": d / "noise.png",
-            "text": d / "notes.txt", "thin": d / "thin.png"}
+            "text": d / "notes.txt", "thin": d / "thin.png", "mask": d / "mask.png",
+            "tall_mask": d / "tall_mask.png"}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -165,10 +165,10 @@ def test_blend_of_styles_is_a_weighted_mean_of_grams(net):
         g2 = {k: gram(v) for k, v in net.features(s2, ["a", "b"]).items()}
     obj = Objective(net, styles=[s1, s2], style_blend=[1, 3], style_layers=["a", "b"])
     for k in ("a", "b"):
-        assert torch.allclose(obj.style_targets[k], 0.25 * g1[k] + 0.75 * g2[k], rtol=1e-5)
+        assert torch.allclose(obj.style_targets[0][k].gram, 0.25 * g1[k] + 0.75 * g2[k], rtol=1e-5)
     even = Objective(net, styles=[s1, s2], style_layers=["a", "b"])
     for k in ("a", "b"):
-        assert torch.allclose(even.style_targets[k], 0.5 * (g1[k] + g2[k]), rtol=1e-5)
+        assert torch.allclose(even.style_targets[0][k].gram, 0.5 * (g1[k] + g2[k]), rtol=1e-5)
     # the loss is measured against the blended target
     with torch.no_grad():
         fx = net.features(x, ["a", "b"])
@@ -181,7 +181,7 @@ def test_targets_have_no_grad_but_the_image_does(net):
     style = _img(2).requires_grad_(True)
     obj = Objective(net, content=content, styles=[style], content_layers=["b"],
                     style_layers=["a", "b"], tv_weight=1.0)
-    for t in [*obj.content_targets.values(), *obj.style_targets.values()]:
+    for t in [*obj.content_targets.values(), *(s.gram for s in obj.style_targets[0].values())]:
         assert not t.requires_grad and t.grad_fn is None
     x = _img(3).requires_grad_(True)
     total, _ = obj(x)
@@ -218,3 +218,79 @@ def test_normalised_helper():
     assert losses._normalised(None, 4) == [0.25] * 4
     assert losses._normalised([1, 0, 3], 3) == [0.25, 0.0, 0.75]
     assert losses._normalised([0, 0], 2) == [0.0, 0.0]
+
+
+# ----------------------------------------------------------------------- guided Gram, W2, regions
+from impasto.losses import Region, feature_mean, w2_style_loss  # noqa: E402
+
+
+def test_guided_gram_with_an_all_ones_mask_is_the_gram():
+    f = torch.randn(1, 3, 4, 5)
+    assert torch.allclose(gram(f, torch.ones(1, 1, 4, 5)), gram(f), atol=1e-6)
+
+
+def test_guided_gram_is_the_gram_of_the_masked_positions():
+    f = torch.randn(1, 2, 2, 2)
+    mask = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])          # left column only
+    left = f[..., :1]
+    assert torch.allclose(gram(f, mask), gram(left), atol=1e-6)
+    assert torch.allclose(feature_mean(f, mask), left.mean(dim=(2, 3)), atol=1e-6)
+
+
+def test_w2_of_one_channel_gaussians_by_hand():
+    # 1 channel: W2² = (μ1-μ2)² + (σ1-σ2)², relative to μ2² + σ2².
+    x = torch.tensor([1.0, 3.0, 1.0, 3.0]).view(1, 1, 2, 2)    # μ 2, σ 1
+    y = torch.tensor([4.0, 8.0, 4.0, 8.0]).view(1, 1, 2, 2)    # μ 6, σ 2
+    mu_t = feature_mean(y)
+    cov_t = gram(y) - mu_t.unsqueeze(2) * mu_t.unsqueeze(1)
+    expected = ((2 - 6) ** 2 + (1 - 2) ** 2) / (6 ** 2 + 2 ** 2)
+    assert w2_style_loss(x, mu_t, cov_t).item() == pytest.approx(expected, rel=1e-4)
+    assert w2_style_loss(y, mu_t, cov_t).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def _tiny_net():
+    class Net:
+        def features(self, image, names):
+            a = torch.nn.functional.avg_pool2d(image, 2)
+            return {"a": image * 2.0, "b": a.relu() + 0.1}
+    return Net()
+
+
+def test_one_region_covering_everything_equals_the_unmasked_loss():
+    net = _tiny_net()
+    c, s, x = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    kw = dict(content=c, content_layers=["b"], style_layers=["a", "b"], tv_weight=0.5)
+    plain, _ = Objective(net, styles=[s], **kw)(x)
+    masked, _ = Objective(net, regions=[Region(torch.ones(1, 1, 8, 8), [s])], **kw)(x)
+    assert masked.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_a_content_only_region_has_no_style_loss_and_halves_count_by_area():
+    net = _tiny_net()
+    s1, x = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    top = torch.zeros(1, 1, 8, 8)
+    top[..., :4, :] = 1
+    obj = Objective(net, regions=[Region(top, [s1]), Region(1 - top, [])], style_layers=["a"])
+    _, terms = obj(x)
+    direct = style_loss(x * 2.0, obj.style_targets[0]["a"].gram,
+                        torch.nn.functional.adaptive_avg_pool2d(top, (8, 8)))
+    assert terms[1].item() == pytest.approx(0.5 * direct.item(), rel=1e-5)
+
+
+def test_blend_weights_one_zero_equal_the_single_style_target():
+    net = _tiny_net()
+    s1, s2 = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    one = Objective(net, styles=[s1], style_layers=["a", "b"])
+    blend = Objective(net, styles=[s1, s2], style_blend=[1, 0], style_layers=["a", "b"])
+    for k in ("a", "b"):
+        assert torch.equal(one.style_targets[0][k].gram, blend.style_targets[0][k].gram)
+
+
+def test_w2_objective_runs_and_is_zero_at_the_style_itself():
+    net = _tiny_net()
+    s = torch.rand(1, 3, 8, 8)
+    obj = Objective(net, styles=[s], style_layers=["a", "b"], style_stat="w2")
+    loss, _ = obj(s)
+    assert loss.item() == pytest.approx(0.0, abs=1e-4)
+    loss2, _ = obj(torch.rand(1, 3, 8, 8))
+    assert loss2.item() > 1e-3

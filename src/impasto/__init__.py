@@ -31,14 +31,19 @@ def _same_kind(like, result: Result):
     return result.tensor if isinstance(like, torch.Tensor) else result.image
 
 
-def run(task: str, content=None, style=None, *, callback=None, init_image=None, **options) -> Result:
-    """Run ``task`` ('transfer', 'reconstruct' or 'texture') and return the full Result."""
+def run(task: str, content=None, style=None, *, callback=None, init_image=None, regions=None,
+        **options) -> Result:
+    """Run ``task`` ('transfer', 'reconstruct' or 'texture') and return the full Result.
+
+    ``style`` is an image or a list of images (blended with ``style_blend``); ``regions`` a
+    list of (mask, styles, blend) for a style per region (see ``impasto.tasks.run``)."""
     from .config import TASKS
     if task not in TASKS:
         raise UserError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
     styles = [] if style is None else (list(style) if isinstance(style, (list, tuple)) else [style])
     cfg = Config.for_task(task, **options)
-    return _run(task, cfg, content, styles, init_image=init_image, callback=callback)
+    return _run(task, cfg, content, styles, init_image=init_image, callback=callback,
+                regions=regions)
 
 
 def transfer(content, style, *, callback=None, **options):

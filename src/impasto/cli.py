@@ -45,7 +45,7 @@ def _field_type(f):
 
 
 def _is_weight_list(name):
-    return name.endswith("layer_weights")
+    return name.endswith("layer_weights") or name == "style_blend"
 
 
 def _split(values, convert, option):
@@ -114,6 +114,14 @@ def build_parser():
         p = sub.add_parser(task, help=DESCRIPTIONS[task], description=DESCRIPTIONS[task])
         for name, nargs, help_text in POSITIONALS[task]:
             p.add_argument(name, nargs=nargs or "?", help=help_text)
+        if task == "transfer":
+            g = p.add_argument_group("regions")
+            g.add_argument("--mask", metavar="MASK", help="a colour-coded image at the content's "
+                           "aspect ratio: each colour marks a region with its own style")
+            g.add_argument("--region-style", action="append", metavar="COLOUR=STYLE",
+                           help="the style of the region painted COLOUR in --mask (hex like "
+                           "ff0000 or a name like red); STYLE an image, or none to keep the "
+                           "content there. Repeat once per colour")
         add_config_options(p, task)
         add_run_options(p)
     sub.add_parser("options", help="print every option with its default, as a markdown table",
@@ -198,19 +206,70 @@ def _duration(seconds):
 
 
 def load_inputs(task, args, record):
-    """Content/style paths from the command line, else from the record."""
+    """Content/style paths and region specs from the command line, else from the record."""
     rec_inputs = (record or {}).get("inputs", {})
     content = getattr(args, "content", None) or rec_inputs.get("content")
     styles = getattr(args, "styles", None) or rec_inputs.get("styles") or []
+    mask = getattr(args, "mask", None) or rec_inputs.get("mask")
+    region_styles = getattr(args, "region_style", None) or rec_inputs.get("region_styles") or []
     if task in ("transfer", "reconstruct") and not content:
         raise UserError(f"impasto {task}: give a CONTENT image (or --from-record RECORD)")
-    if task in ("transfer", "texture") and not styles:
+    if mask or region_styles:
+        if not mask:
+            raise UserError("option --region-style: needs --mask MASK.png (the regions' colours)")
+        if not region_styles:
+            raise UserError("option --mask: give one --region-style COLOUR=STYLE per region "
+                            "colour (STYLE an image or none)")
+        if styles:
+            raise UserError("impasto transfer: with --mask, give the styles with --region-style "
+                            "COLOUR=STYLE, not as STYLE arguments")
+    elif task in ("transfer", "texture") and not styles:
         raise UserError(f"impasto {task}: give a STYLE image (or --from-record RECORD)")
     if task == "texture" and len(styles) > 1:
         raise UserError("impasto texture: give one STYLE image")
-    if task == "transfer" and len(styles) > 1:
-        raise UserError("impasto transfer: several style images are not supported yet; give one")
-    return (content if task != "texture" else None), (styles if task != "reconstruct" else [])
+    return ((content if task != "texture" else None), (styles if task != "reconstruct" else []),
+            mask, [parse_region_style(r) for r in region_styles])
+
+
+def parse_region_style(spec):
+    """'COLOUR=STYLE' (or a [colour, style] pair from a record) -> (colour text, path or None)."""
+    if isinstance(spec, (list, tuple)):
+        colour, style = spec
+    else:
+        colour, sep, style = spec.partition("=")
+        if not sep or not colour or not style:
+            raise UserError(f"option --region-style: '{spec}' is not COLOUR=STYLE (e.g. "
+                            "ff0000=starry.jpg or 00ff00=none)")
+    return colour, (None if style is None or style.lower() == "none" else style)
+
+
+def load_regions(mask_path, specs, content):
+    """(mask, styles, blend) per region from a colour mask file and COLOUR=STYLE specs."""
+    from . import image as imageio, regions
+
+    mask_img = imageio.load(mask_path)
+    regions.check_aspect(mask_img.size, content.size, str(mask_path))
+    colours = [regions.parse_color(c) for c, _ in specs]
+    if len(set(colours)) != len(colours):
+        raise UserError("option --region-style: the same colour is given twice")
+    masks = regions.masks_from_image(mask_img, colours, str(mask_path))
+    return [(m, [imageio.load(p)] if p else [], None) for m, (_, p) in zip(masks, specs)]
+
+
+def print_plan(info):
+    """One line before the first step: the output size, the scales, and for large runs the
+    estimated peak memory and time."""
+    h, w = info["output_hw"]
+    scales = " -> ".join(f"{side}px x{n}" for side, n in info["schedule"])
+    line = (f"impasto: {w}x{h} output, scales {scales}, {info['precision']} on {info['device']}; "
+            f"estimated peak memory {info['peak_bytes'] / 2**30:.1f} GiB")
+    if info.get("seconds"):
+        line += f", time {_duration(info['seconds'])}"
+    free = info.get("available_bytes")
+    if free and info["peak_bytes"] > free:
+        line += (f" - more than the {free / 2**30:.1f} GiB free: it may run out of memory; "
+                 "use a smaller --size")
+    print(line, file=sys.stderr, flush=True)
 
 
 def run_task(args, argv) -> int:
@@ -229,9 +288,10 @@ def run_task(args, argv) -> int:
     output = imageio.check_writable(args.output)
     if args.save_every < 0:
         raise UserError(f"option --save-every: must be zero or more, got {args.save_every}")
-    content_path, style_paths = load_inputs(task, args, record)
+    content_path, style_paths, mask_path, region_specs = load_inputs(task, args, record)
     content = imageio.load(content_path) if content_path else None
     styles = [imageio.load(p) for p in style_paths]
+    regions = load_regions(mask_path, region_specs, content) if mask_path else None
     init_image = init_path = None
     if cfg.init not in INITS:
         # a record keeps its init file relative to itself (inputs), like content and style
@@ -248,12 +308,16 @@ def run_task(args, argv) -> int:
             imageio.save(s.image.clamp(0, 1).cpu(), snap)
 
     try:
-        result = tasks.run(task, cfg, content, styles, init_image=init_image, callback=callback)
+        result = tasks.run(task, cfg, content, styles, init_image=init_image, callback=callback,
+                           regions=regions, on_plan=None if args.quiet else print_plan)
     finally:
         progress.close()
     inputs = {"content": content_path, "styles": list(style_paths)}
     if init_image is not None:
         inputs["init"] = init_path
+    if mask_path:
+        inputs["mask"] = mask_path
+        inputs["region_styles"] = [[c, p] for c, p in region_specs]
     rec = records.build(result, output, inputs, argv=["impasto", *argv])
     imageio.save(result.tensor, output, metadata=records.png_metadata(rec)
                  if output.suffix.lower() == ".png" else None)

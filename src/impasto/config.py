@@ -48,6 +48,19 @@ class Config:
     style_layer_weights: Optional[list] = _opt(
         None, "one weight per style layer (default: equal; each layer's loss is already "
         "normalised by its target's energy)", tasks=_STYLED, metavar="W")
+    style_blend: Optional[list] = _opt(
+        None, "weights of the style images when several are given, e.g. 0.7,0.3 (default: "
+        "equal); their Gram matrices are mixed, not their losses", tasks=_STYLED, metavar="W")
+    style_loss: str = _opt("gram", "style statistic: gram (Gram matrices, Gatys et al.) or w2 "
+                           "(Wasserstein-2 distance between Gaussian fits: means and covariances)",
+                           tasks=_STYLED, choices=("gram", "w2"))
+    preserve_color: str = _opt(
+        "none", "keep the content's colours: luminance (stylise only the luminance, keep the "
+        "content's chroma) or histogram (recolour the style image to the content's colour mean "
+        "and covariance first)", tasks=("transfer",), choices=("none", "luminance", "histogram"))
+    color_from: str = _opt(
+        "none", "style: recolour the content with the style's colour mean and covariance first, "
+        "so the result takes the painting's palette", tasks=("transfer",), choices=("none", "style"))
     content_weight: float = _opt(1.0, "weight of the content loss", tasks=_CONTENTED)
     style_weight: float = _opt(10.0, "weight of the style loss", tasks=_STYLED)
     tv_weight: float = _opt(1.0, "weight of the total-variation (smoothness) loss")
@@ -161,6 +174,14 @@ class Config:
                         f"({', '.join(lay)}): give one weight per layer")
                 if any((not math.isfinite(x)) or x < 0 for x in w):
                     bad(weights, "weights must be finite and zero or more")
+        if self.style_blend is not None and any((not math.isfinite(x)) or x < 0
+                                                for x in self.style_blend):
+            bad("style_blend", "weights must be finite and zero or more")
+        if self.style_blend is not None and sum(self.style_blend) <= 0:
+            bad("style_blend", "at least one weight must be positive")
+        if self.preserve_color != "none" and self.color_from != "none":
+            bad("color_from", "cannot be combined with --preserve-color (one takes the content's "
+                "colours, the other the style's)")
         if self.init not in INITS and not isinstance(self.init, str):
             bad("init", f"must be one of {', '.join(INITS)} or an image file")
         if task == "texture" and self.init == "content":

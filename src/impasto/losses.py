@@ -26,8 +26,12 @@ import torch.nn.functional as F
 _EPS = 1e-12
 
 
-def gram(features: torch.Tensor) -> torch.Tensor:
+def gram(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, C): F Fᵀ / (H·W), returned in float32.
+
+    With a ``mask`` (N, 1, H, W) of weights in [0, 1], the guided Gram matrix of Gatys et al.
+    2017: Σ m² f fᵀ / Σ m², the statistic of the masked region only (equal to the plain Gram
+    matrix for an all-ones mask).
 
     The product runs in the features' own dtype: for bf16 features the matrix multiply
     accumulates in float32 inside the kernel and only its output is rounded (about 0.1%
@@ -35,14 +39,27 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     channels_last feature map is read as an (H·W, C) matrix in place, with no copy.
     """
     n, c, h, w = features.shape
-    if features.dim() == 4 and not features.is_contiguous() and \
-            features.is_contiguous(memory_format=torch.channels_last):
+    if mask is not None:
+        features = features * mask.to(features.dtype)
+    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
         f = features.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view, no copy
         g = torch.bmm(f.transpose(1, 2), f)
     else:
         f = features.reshape(n, c, h * w)
         g = torch.bmm(f, f.transpose(1, 2))
-    return g.float() / (h * w)
+    g = g.float() / (h * w)
+    if mask is not None:
+        g = g / mask.float().pow(2).mean(dim=(1, 2, 3)).clamp_min(_EPS).view(n, 1, 1)
+    return g
+
+
+def feature_mean(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C): the mean feature vector (weighted by m², as ``gram``)."""
+    f = features.float()
+    if mask is None:
+        return f.mean(dim=(2, 3))
+    w = mask.float().pow(2)
+    return (f * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3)).clamp_min(_EPS)
 
 
 def relative_sq_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -56,9 +73,36 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return relative_sq_error(features, target)
 
 
-def style_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
-    """Relative squared error between the Gram matrix of ``features`` and ``target_gram``."""
-    return relative_sq_error(gram(features), target_gram)
+def style_loss(features: torch.Tensor, target_gram: torch.Tensor,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Relative squared error between the (guided) Gram matrix of ``features`` and
+    ``target_gram``."""
+    return relative_sq_error(gram(features, mask), target_gram)
+
+
+def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh(m.double())
+    return ((vecs * vals.clamp_min(0).sqrt()) @ vecs.transpose(-1, -2)).float()
+
+
+def w2_style_loss(features: torch.Tensor, target_mean: torch.Tensor, target_cov: torch.Tensor,
+                  target_cov_sqrt: torch.Tensor | None = None,
+                  mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared 2-Wasserstein distance between Gaussian fits of the features and the target,
+    ‖μ − μₜ‖² + tr Σ + tr Σₜ − 2 tr (Σₜ^½ Σ Σₜ^½)^½, relative to the target's energy
+    ‖μₜ‖² + tr Σₜ. Uses the same (guided) second moments as ``gram``."""
+    mu = feature_mean(features, mask)
+    cov = gram(features, mask) - mu.unsqueeze(2) * mu.unsqueeze(1)
+    if target_cov_sqrt is None:
+        target_cov_sqrt = _sqrtm_psd(target_cov)
+    inner = target_cov_sqrt @ cov @ target_cov_sqrt
+    inner = (inner + inner.transpose(-1, -2)).double() / 2
+    eig = torch.linalg.eigvalsh(inner).clamp_min(1e-12)
+    tr_sqrt = eig.sqrt().sum(dim=-1).float()
+    tr = lambda m: m.diagonal(dim1=-2, dim2=-1).sum(-1)
+    dist = (mu - target_mean).pow(2).sum(-1) + tr(cov) + tr(target_cov) - 2 * tr_sqrt
+    energy = target_mean.pow(2).sum(-1) + tr(target_cov)
+    return (dist.clamp_min(0) / energy.clamp_min(_EPS)).sum()
 
 
 def tv_loss(image: torch.Tensor, norm: str = "squared") -> torch.Tensor:
@@ -78,42 +122,95 @@ def _normalised(weights, n):
     return [x / total for x in w] if total > 0 else [0.0] * n
 
 
+class StyleTarget:
+    """The style statistics one region must match at one layer: the blended Gram matrix and
+    mean of its style images (for ``w2``, also the covariance and its square root)."""
+
+    def __init__(self, gram_: torch.Tensor, mean: torch.Tensor, stat: str):
+        self.gram, self.mean = gram_, mean
+        if stat == "w2":
+            self.cov = gram_ - mean.unsqueeze(2) * mean.unsqueeze(1)
+            self.cov_sqrt = _sqrtm_psd(self.cov)
+
+    def loss(self, features, stat, mask=None):
+        if stat == "w2":
+            return w2_style_loss(features, self.mean, self.cov, self.cov_sqrt, mask)
+        return style_loss(features, self.gram, mask)
+
+
+class Region:
+    """A part of the output with its own style: ``mask`` (1, 1, H, W) weights in [0, 1] at the
+    output size (None: everywhere), ``styles`` its style images (empty: content only there)
+    and ``blend`` their weights."""
+
+    def __init__(self, mask=None, styles=(), blend=None):
+        self.mask, self.styles, self.blend = mask, list(styles), blend
+
+
 class Objective:
     """content_weight·content + style_weight·style + tv_weight·tv for one backbone.
 
-    Targets (content features, style Gram matrices) are computed once, without autograd.
+    Style targets are blended statistics: with several style images, their Gram matrices (and
+    means) are mixed with the blend weights, i.e. the target is the statistic of the mixture,
+    not a mix of separate losses. With regions, each region's loss uses guided Gram matrices
+    (the mask downsampled to each layer) and counts with the region's share of the image, so a
+    single all-covering region gives exactly the unmasked loss.
+
+    Targets (content features, style statistics) are computed once, without autograd.
     Calling the objective returns the total loss and a 1-D tensor of the three terms
     (unweighted), so a caller can read them with a single host sync.
     """
 
     TERMS = ("content", "style", "tv")
 
-    def __init__(self, backbone, *, content=None, styles=(), style_blend=None,
+    def __init__(self, backbone, *, content=None, styles=(), style_blend=None, regions=None,
                  content_layers=(), content_layer_weights=None,
-                 style_layers=(), style_layer_weights=None,
+                 style_layers=(), style_layer_weights=None, style_stat="gram",
                  content_weight=1.0, style_weight=1.0, tv_weight=0.0, tv_norm="squared"):
+        if regions is None:
+            regions = [Region(None, styles, style_blend)] if styles else []
+        self.regions = [r for r in regions]
+        has_style = any(r.styles for r in self.regions)
         self.backbone = backbone
         self.content_weight = content_weight if content is not None else 0.0
-        self.style_weight = style_weight if styles else 0.0
+        self.style_weight = style_weight if has_style else 0.0
         self.tv_weight, self.tv_norm = tv_weight, tv_norm
+        self.style_stat = style_stat
         self.content_layers = list(content_layers) if self.content_weight > 0 else []
         self.style_layers = list(style_layers) if self.style_weight > 0 else []
         self.content_w = _normalised(content_layer_weights, len(content_layers))
         self.style_w = _normalised(style_layer_weights, len(style_layers))
         self.layers = sorted(set(self.content_layers) | set(self.style_layers))
+        self._masks = {}
         with torch.no_grad():
             self.content_targets = {}
             if self.content_layers:
                 feats = backbone.features(content, self.content_layers)
                 self.content_targets = {k: v.detach() for k, v in feats.items()}
-            self.style_targets = {}
-            if self.style_layers:
-                blend = _normalised(style_blend, len(styles))
-                for style, b in zip(styles, blend):
+            # per region: {layer: StyleTarget}, and the region's share of the image
+            self.style_targets, self.region_w = [], []
+            for region in self.regions:
+                if not (self.style_layers and region.styles):
+                    self.style_targets.append(None)
+                    self.region_w.append(0.0)
+                    continue
+                grams, means = {}, {}
+                for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
                     feats = backbone.features(style, self.style_layers)
                     for k in self.style_layers:
-                        g = gram(feats[k]) * b
-                        self.style_targets[k] = self.style_targets.get(k, 0) + g
+                        grams[k] = grams.get(k, 0) + b * gram(feats[k])
+                        means[k] = means.get(k, 0) + b * feature_mean(feats[k])
+                self.style_targets.append({k: StyleTarget(grams[k], means[k], style_stat)
+                                           for k in self.style_layers})
+                self.region_w.append(1.0 if region.mask is None else float(region.mask.mean()))
+
+    def _mask_at(self, i, layer, feats):
+        key = (i, layer)
+        if key not in self._masks:
+            mask = self.regions[i].mask
+            self._masks[key] = None if mask is None else \
+                F.adaptive_avg_pool2d(mask.to(feats.device), feats.shape[-2:])
+        return self._masks[key]
 
     def __call__(self, image: torch.Tensor):
         zero = image.new_zeros((), dtype=torch.float32)
@@ -122,8 +219,13 @@ class Objective:
             feats = self.backbone.features(image, self.layers)
             for name, w in zip(self.content_layers, self.content_w):
                 content = content + w * content_loss(feats[name], self.content_targets[name])
-            for name, w in zip(self.style_layers, self.style_w):
-                style = style + w * style_loss(feats[name], self.style_targets[name])
+            for i, targets in enumerate(self.style_targets):
+                if targets is None:
+                    continue
+                for name, w in zip(self.style_layers, self.style_w):
+                    mask = self._mask_at(i, name, feats[name])
+                    layer_loss = targets[name].loss(feats[name], self.style_stat, mask)
+                    style = style + (self.region_w[i] * w) * layer_loss
         tv = tv_loss(image, self.tv_norm) if self.tv_weight > 0 else zero
         total = self.content_weight * content + self.style_weight * style + self.tv_weight * tv
         return total, torch.stack([content, style, tv]).detach()

@@ -35,6 +35,14 @@ def _rel(path, base: Path) -> str:
         return str(Path(path).resolve())
 
 
+def _rel_input(key, value, base):
+    if key == "region_styles":   # [[colour, path or None], ...]
+        return [[c, _rel(p, base) if p else None] for c, p in value]
+    if isinstance(value, list):
+        return [_rel(p, base) for p in value]
+    return _rel(value, base) if value else None
+
+
 def build(result, output, inputs: dict, argv=None) -> dict:
     """The record of ``result`` written to ``output``; input paths stored relative to it."""
     base = Path(output).parent
@@ -42,8 +50,7 @@ def build(result, output, inputs: dict, argv=None) -> dict:
     return {
         "format": FORMAT,
         "task": result.task,
-        "inputs": {k: ([_rel(p, base) for p in v] if isinstance(v, list) else
-                       (_rel(v, base) if v else None)) for k, v in inputs.items()},
+        "inputs": {k: _rel_input(k, v, base) for k, v in inputs.items()},
         "output": Path(output).name,
         "options": result.config.to_dict(),
         "seed": result.config.seed,
@@ -92,7 +99,9 @@ def read(path) -> dict:
     base = path.parent
     inputs = {}
     for k, v in (data.get("inputs") or {}).items():
-        if isinstance(v, list):
+        if k == "region_styles":
+            inputs[k] = [[c, str(base / p) if p else None] for c, p in v]
+        elif isinstance(v, list):
             inputs[k] = [str(base / p) for p in v]
         elif v:
             inputs[k] = str(base / v)

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from . import backbones, image as imageio, precision as precisions
+from . import backbones, color, image as imageio, precision as precisions
 from .config import INITS, Config
 from .errors import UserError
-from .losses import Objective
+from .losses import Objective, Region
 from .optimize import Outcome, Settings, minimise
 
 
@@ -157,14 +158,52 @@ def _merge(outcomes: list) -> Outcome:
                    sum(o.evaluations for o in outcomes), last.stop_reason, history, last.terms)
 
 
+def _prepare(cfg: Config, content, styles, regions):
+    """Source tensors after the colour options: (content, regions as [(mask, styles, blend)],
+    the image whose chroma the result takes, or None)."""
+    content_t = imageio.to_tensor(content) if content is not None else None
+    if regions is None:
+        regions = [(None, list(styles), cfg.style_blend)] if styles else []
+    regions = [(None if m is None else _mask_tensor(m), [imageio.to_tensor(x) for x in ss], b)
+               for m, ss, b in regions]
+    chroma = None
+    if content_t is not None and cfg.color_from == "style":
+        first = next((ss[0] for _, ss, _ in regions if ss), None)
+        if first is not None:
+            content_t = color.match_statistics(content_t, first)
+    if content_t is not None and cfg.preserve_color == "histogram":
+        regions = [(m, [color.match_statistics(x, content_t) for x in ss], b) for m, ss, b in regions]
+    if content_t is not None and cfg.preserve_color == "luminance":
+        chroma = content_t
+        content_t = color.luminance(content_t)
+        regions = [(m, [color.match_luminance(color.luminance(x), content_t) for x in ss], b)
+                   for m, ss, b in regions]
+    return content_t, regions, chroma
+
+
+def _mask_tensor(mask) -> torch.Tensor:
+    t = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
+    t = t.float()
+    while t.dim() < 4:
+        t = t.unsqueeze(0)
+    return t
+
+
 def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callback=None,
-        style_blend=None) -> Result:
+        regions=None, on_plan=None) -> Result:
     """Run ``task`` with ``cfg``. ``content``/``styles`` are images (tensors or PIL).
 
-    ``init_image`` replaces ``cfg.init`` when given (an image read by the caller). The run goes
-    coarse to fine (see ``schedule``): at each scale the content and style images are resized
-    with the output, so the style's stroke size relative to the image stays the same, and the
-    result is upsampled to start the next scale.
+    ``init_image`` replaces ``cfg.init`` when given (an image read by the caller).
+    ``regions`` replaces ``styles`` for region-wise stylisation: a list of (mask, styles,
+    blend), the mask (H, W) weights in [0, 1] with the content's aspect ratio, ``styles`` a list
+    of images (empty: that region keeps the content only), ``blend`` their weights or None.
+
+    ``on_plan(info)``, when given, is called once before the first step with the schedule, the
+    output size and an estimate of peak memory and time (see ``impasto.estimate``).
+
+    The run goes coarse to fine (see ``schedule``): at each scale the content, style images and
+    masks are resized with the output, so the style's stroke size relative to the image stays
+    the same, and the result is upsampled to start the next scale.
     """
     t0 = time.perf_counter()
     cfg.validate(task)
@@ -172,18 +211,21 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         cfg = cfg.replace(seed=int.from_bytes(os.urandom(4), "little"))
     if task in ("transfer", "reconstruct") and content is None:
         raise UserError(f"{task} needs a content image")
-    if task in ("transfer", "texture") and not styles:
+    if task in ("transfer", "texture") and not styles and not regions:
         raise UserError(f"{task} needs a style image")
+    if cfg.style_blend is not None and regions is None and len(cfg.style_blend) != len(styles):
+        raise UserError(f"option --style-blend: gives {len(cfg.style_blend)} weights for "
+                        f"{len(styles)} style images: give one weight per style image")
     device = resolve_device(cfg.device)
     precision = precisions.resolve(cfg.precision, device)
     torch.manual_seed(cfg.seed)
 
-    content_src = imageio.to_tensor(content) if content is not None else None
-    style_srcs = [imageio.to_tensor(s) for s in styles]
-    aspect_src = content_src if content_src is not None else style_srcs[0]
+    content_src, region_srcs, chroma_src = _prepare(cfg, content, styles, regions)
+    all_styles = [x for _, ss, _ in region_srcs for x in ss]
+    aspect_src = content_src if content_src is not None else all_styles[0]
     plan = schedule(cfg.size, cfg.steps, cfg.scales)
 
-    layers = used_layers(cfg, task, content_src is not None, bool(style_srcs))
+    layers = used_layers(cfg, task, content_src is not None, bool(all_styles))
     need = backbones.min_side(cfg.model, layers) if layers else 1
     deepest = max(layers, key=backbones.layers(cfg.model).index) if layers else None
 
@@ -191,20 +233,33 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         hw = imageio.fit_size(*aspect_src.shape[-2:], long_side)
         c = imageio.resize(content_src, hw) if content_src is not None else None
         style_long = max(1, round(long_side * cfg.style_scale))
-        ss = [imageio.resize_long(s, style_long) for s in style_srcs]
-        return hw, c, ss
+        regs = [Region(None if m is None else F.interpolate(m, size=hw, mode="bilinear",
+                                                            align_corners=False),
+                       [imageio.resize_long(x, style_long) for x in ss], b)
+                for m, ss, b in region_srcs]
+        return hw, c, regs
 
     # Every scale must be large enough for the deepest layer; the full size is checked first so
     # that the message speaks of what the user asked for.
     for i, (side, _) in enumerate(reversed(plan)):
-        hw, c, ss = images_at(side)
+        hw, c, regs = images_at(side)
         if layers:
             where = "" if i == 0 else f" (at the coarsest of --scales {len(plan)})"
             check_size(torch.empty(1, 3, *hw), need, "the output image" + where, deepest)
+            ss = [x for r in regs for x in r.styles]
             for j, st in enumerate(ss):
                 check_size(st, need, (f"style image {j + 1}" if len(ss) > 1 else "the style image")
                            + where, deepest)
     net, weights_id = get_backbone(cfg, layers, device, precision) if layers else (None, "none")
+    if on_plan is not None and layers:
+        from . import estimate
+        big = cfg.size >= 1024
+        throughput = estimate.measure_throughput(net, deepest, device) if big else None
+        info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
+                                 throughput)
+        on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
+                 "precision": precision, "device": str(device),
+                 "available_bytes": estimate.available_bytes(device), **info})
     t_ready = time.perf_counter()
 
     settings = Settings(optimizer=cfg.optimizer, lr=cfg.learning_rate, steps=cfg.steps,
@@ -212,19 +267,22 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                         tol_window=cfg.tol_window, patience=cfg.patience)
     outcomes, x, done, start = [], None, 0, time.perf_counter()
     for side, steps in plan:
-        hw, c, ss = images_at(side)
+        hw, c, regs = images_at(side)
+        first_style = next((r.styles[0] for r in regs if r.styles), None)
         if x is None:
             x = initial_image(init_image if init_image is not None else cfg.init, (1, 3, *hw),
-                              cfg.seed, c, ss[0] if ss else None)
+                              cfg.seed, c, first_style)
         else:
             x = imageio.resize(x, hw)
+        for r in regs:
+            r.styles = [st.to(device) for st in r.styles]
+            r.mask = None if r.mask is None else r.mask.to(device)
         objective = Objective(
-            net, content=None if c is None else c.to(device),
-            styles=[st.to(device) for st in ss], style_blend=style_blend,
+            net, content=None if c is None else c.to(device), regions=regs,
             content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
             style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
-            content_weight=cfg.content_weight, style_weight=cfg.style_weight,
-            tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+            style_stat=cfg.style_loss, content_weight=cfg.content_weight,
+            style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
         settings.steps = steps
         outcome = minimise(x.to(device), objective, settings, term_names=Objective.TERMS,
                            callback=callback, step_offset=done, total_steps=cfg.steps,
@@ -237,7 +295,10 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         if outcome.stop_reason in ("interrupted", "non-finite"):
             break
     outcome = _merge(outcomes)
-    outcome.image = imageio.resize(x, imageio.fit_size(*aspect_src.shape[-2:], cfg.size))
+    out_hw = imageio.fit_size(*aspect_src.shape[-2:], cfg.size)
+    outcome.image = imageio.resize(x, out_hw)
+    if chroma_src is not None:
+        outcome.image = color.combine_luminance(outcome.image, imageio.resize(chroma_src, out_hw))
     t_end = time.perf_counter()
     timings = {"setup_s": round(t_ready - t0, 3), "optimise_s": round(t_end - t_ready, 3),
                "total_s": round(t_end - t0, 3)}

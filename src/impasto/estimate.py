@@ -1,0 +1,97 @@
+"""Before a large run starts: how much memory and time it will take.
+
+Time: the convolution FLOPs of every step in the coarse-to-fine plan (forward, plus the same
+again for the gradient with respect to the image), divided by the throughput this device
+reaches on the same network, measured with a short timed run at start-up.
+Memory: the activations of every layer up to the deepest one at the largest scale, times the
+bytes autograd and the losses keep per activation, plus a fixed base (torch, weights, images).
+Both constants are fitted to the peak RSS benchmarks/speed.py measured here (AMD EPYC, torch
+2.13 CPU: 947 and 2164 MiB in bf16, 1094 and 2799 MiB in fp32, at 512 and 1024 px).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from . import backbones, image as imageio
+
+BASE_BYTES = 0.55 * 2**30                      # interpreter, torch, weights, images
+BYTES_PER_ACTIVATION = {"fp32": 5.0, "bf16": 3.5, "fp16": 3.5}   # fitted, see above
+
+
+def _layer_plan(model, deepest):
+    """(kind, channels, downsample factor) for every layer up to ``deepest``."""
+    names = backbones.layers(model)
+    out, ch, down = [], 3, 1
+    for name in names[: names.index(deepest) + 1]:
+        if name.startswith("conv"):
+            cin, ch = ch, min(64 * 2 ** (int(name[4]) - 1), 512)
+            out.append(("conv", cin, ch, down))
+        elif name.startswith("pool"):
+            down *= 2
+            out.append(("pool", ch, ch, down))
+        else:
+            out.append(("relu", ch, ch, down))
+    return out
+
+
+def step_flops(model, deepest, hw) -> float:
+    """Convolution FLOPs of one step: forward and gradient w.r.t. the input (2x forward)."""
+    h, w = hw
+    fwd = sum(2 * cin * cout * 9 * (h // d) * (w // d)
+              for kind, cin, cout, d in _layer_plan(model, deepest) if kind == "conv")
+    return 2.0 * fwd
+
+
+def activation_elements(model, deepest, hw) -> float:
+    h, w = hw
+    return float(sum(cout * (h // d) * (w // d) for _, _, cout, d in _layer_plan(model, deepest)))
+
+
+def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
+    """FLOP/s of one forward + input-gradient pass at ``side`` px on this device."""
+    x = torch.rand(1, 3, side, side, device=device, requires_grad=True)
+
+    def once():
+        f = net.features(x, [deepest])[deepest]
+        f.float().sum().backward()
+    once()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - t) / repeats
+    model = "vgg16" if net.arch == "vgg16" else "vgg19"
+    return step_flops(model, deepest, (side, side)) / max(seconds, 1e-9)
+
+
+def estimate(model, layers, plan, aspect_hw, precision, throughput=None) -> dict:
+    """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run."""
+    order = backbones.layers(model)
+    deepest = max(layers, key=order.index)
+    peak_hw = imageio.fit_size(*aspect_hw, max(side for side, _ in plan))
+    peak = BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
+                                                                               peak_hw)
+    flops = sum(n * step_flops(model, deepest, imageio.fit_size(*aspect_hw, side))
+                for side, n in plan)
+    return {"peak_bytes": peak, "flops": flops,
+            "seconds": flops / throughput if throughput else None}
+
+
+def available_bytes(device) -> float | None:
+    """Free memory on ``device`` (MemAvailable on Linux for the CPU), or None if unknown."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return float(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return None
