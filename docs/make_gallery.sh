@@ -27,3 +27,6 @@ impasto transfer $c -o $img/regions.png --size 384 --seed 1 --mask examples/tubi
   --region-style red=$s --region-style blue=$scream
 impasto transfer $c -o $img/regions_sky_only.png --size 384 --seed 1 --mask examples/tubingen_mask.png \
   --region-style red=$s --region-style blue=none
+
+# style statistic: mean and covariance (W2) against the default Gram (color_none.png)
+impasto transfer $c $s -o $img/style_loss_w2.png --size 384 --seed 1 --style-loss w2

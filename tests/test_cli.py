@@ -389,3 +389,16 @@ def test_docs_options_table_is_generated_from_the_config():
     doc = Path(__file__).resolve().parents[1] / "docs" / "options.md"
     assert doc.read_text().strip() == options_markdown().strip()
     assert "| `--style-weight` | transfer, texture |" in doc.read_text()
+
+
+def test_progress_eta_weights_steps_by_their_pixels():
+    """Under coarse-to-fine the remaining full-size steps dominate the time left."""
+    import io
+    from impasto.cli import Progress
+    from impasto.optimize import Step
+    p = Progress(stream=io.StringIO())
+    p.set_schedule([(128, 10), (256, 10)])
+    # after the 10 coarse steps (work 10*128²) in 10 s, 10 steps of 4x the work remain: 40 s
+    assert p.eta(Step(10, 20, 1.0, {}, 10.0)) == pytest.approx(40.0)
+    plain = Progress(stream=io.StringIO())
+    assert plain.eta(Step(10, 20, 1.0, {}, 10.0)) == pytest.approx(10.0)

@@ -117,6 +117,12 @@ def test_patience_stops_when_the_loss_no_longer_improves():
     assert out.steps == 6      # step 1 sets the best, then 5 steps without beating it
 
 
+def assert_returns_the_best_seen(out, fn):
+    best_loss, best_point = fn.best()
+    assert out.loss == pytest.approx(best_loss)
+    assert torch.equal(out.image, best_point)
+
+
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_nan_stops_and_keeps_the_best_finite_image(optimizer):
     fn = Recording(quadratic, nan_after=4)
@@ -124,10 +130,8 @@ def test_nan_stops_and_keeps_the_best_finite_image(optimizer):
                                                      patience=1000), term_names=TERMS)
     assert out.stop_reason == "non-finite"
     assert out.steps == 5 and math.isnan(out.history[-1]["loss"])
-    best_loss, best_point = fn.best()
-    assert out.loss == pytest.approx(best_loss) and math.isfinite(out.loss)
-    assert torch.equal(out.image, best_point)
-    assert torch.isfinite(out.image).all()
+    assert_returns_the_best_seen(out, fn)
+    assert math.isfinite(out.loss) and torch.isfinite(out.image).all()
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
@@ -137,9 +141,7 @@ def test_ctrl_c_returns_interrupted_with_the_best_image(optimizer):
                                                      patience=1000), term_names=TERMS)
     assert out.stop_reason == "interrupted"
     assert out.steps == 5 and len(fn.losses) == 5
-    best_loss, best_point = fn.best()
-    assert out.loss == pytest.approx(best_loss)
-    assert torch.equal(out.image, best_point)
+    assert_returns_the_best_seen(out, fn)
 
 
 def test_ctrl_c_before_the_first_step_returns_the_start_image():

@@ -173,13 +173,29 @@ class Progress:
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last_print = -1.0
         self.width = 24
+        self.work = None   # cumulative work (pixels) after each step, from the schedule
+
+    def set_schedule(self, schedule):
+        """Weight the ETA by each step's pixel count: coarse steps are cheap, fine ones dear."""
+        self.work, total = [], 0
+        for side, n in schedule:
+            for _ in range(n):
+                total += side * side
+                self.work.append(total)
+
+    def eta(self, s):
+        if self.work and 0 < s.step <= len(self.work):
+            done, total = self.work[s.step - 1], self.work[-1]
+            return s.elapsed / done * (total - done)
+        rate = s.step / s.elapsed if s.elapsed > 0 else 0.0
+        return (s.total_steps - s.step) / rate if rate > 0 else 0.0
 
     def __call__(self, s):
         if self.quiet:
             return
         frac = s.step / max(1, s.total_steps)
         rate = s.step / s.elapsed if s.elapsed > 0 else 0.0
-        eta = (s.total_steps - s.step) / rate if rate > 0 else 0.0
+        eta = self.eta(s)
         terms = " ".join(f"{k} {v:.4g}" for k, v in s.terms.items())
         filled = int(frac * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
@@ -301,6 +317,10 @@ def run_task(args, argv) -> int:
 
     progress = Progress(quiet=args.quiet)
 
+    def on_plan(info):
+        progress.set_schedule(info["schedule"])
+        print_plan(info)
+
     def callback(s):
         progress(s)
         if args.save_every and s.step % args.save_every == 0:
@@ -309,7 +329,7 @@ def run_task(args, argv) -> int:
 
     try:
         result = tasks.run(task, cfg, content, styles, init_image=init_image, callback=callback,
-                           regions=regions, on_plan=None if args.quiet else print_plan)
+                           regions=regions, on_plan=None if args.quiet else on_plan)
     finally:
         progress.close()
     inputs = {"content": content_path, "styles": list(style_paths)}
