@@ -30,3 +30,6 @@ impasto transfer $c -o $img/regions_sky_only.png --size 384 --seed 1 --mask exam
 
 # style statistic: mean and covariance (W2) against the default Gram (color_none.png)
 impasto transfer $c $s -o $img/style_loss_w2.png --size 384 --seed 1 --style-loss w2
+
+# a large output: 2048 px, coarse to fine (about 11 minutes on a 2-core CPU)
+impasto transfer $c $s -o $img/tubingen_starry_2048.png --size 2048 --steps 300 --seed 1
