@@ -6,9 +6,7 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 import typing
-from pathlib import Path
 
 from . import backbones, config as config_mod
 from .config import INITS, TASKS, Config

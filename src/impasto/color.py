@@ -6,7 +6,6 @@ Neural Style Transfer", section 5).
 * ``match_statistics``: an affine map of one image's colours so their mean and covariance
   equal another's (the "colour histogram matching" of the paper, its linear variant), using
   the symmetric square roots of the covariances (the map that moves colours least).
-* ``match_histograms``: per-channel histogram matching (exact CDF matching by sorting).
 All functions take (1, 3, H, W) RGB tensors in [0, 1] and are differentiable-free utilities.
 """
 from __future__ import annotations
@@ -81,18 +80,3 @@ def match_statistics(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     x = source.double().reshape(3, -1)
     out = a @ (x - ms) + mt
     return out.reshape(source.shape).clamp(0, 1).to(source.dtype)
-
-
-def match_histograms(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-channel histogram matching: each channel of ``source`` takes the value of
-    ``target``'s channel at the same quantile."""
-    out = torch.empty_like(source)
-    for c in range(3):
-        s = source[0, c].reshape(-1)
-        t = torch.sort(target[0, c].reshape(-1)).values
-        order = torch.argsort(s)
-        q = torch.linspace(0, t.numel() - 1, s.numel(), device=s.device).round().long()
-        flat = torch.empty_like(s)
-        flat[order] = t[q]
-        out[0, c] = flat.reshape(source.shape[-2:])
-    return out
