@@ -71,8 +71,7 @@ def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
 
 def estimate(model, layers, plan, aspect_hw, precision, throughput=None) -> dict:
     """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run."""
-    order = backbones.layers(model)
-    deepest = max(layers, key=order.index)
+    deepest = backbones.deepest(model, layers)
     peak_hw = imageio.fit_size(*aspect_hw, max(side for side, _ in plan))
     peak = BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
                                                                                peak_hw)

@@ -75,9 +75,8 @@ def _backbone(model, last, pooling, weights, device, precision):
 def get_backbone(cfg: Config, layers, device, precision="fp32"):
     """The backbone truncated after the deepest of ``layers`` (memoised for repeated runs)."""
     backbones.check_layers(cfg.model, layers)
-    order = backbones.layers(cfg.model)
-    last = max(layers, key=order.index)
-    return _backbone(cfg.model, last, cfg.pooling, cfg.weights, str(device), precision)
+    return _backbone(cfg.model, backbones.deepest(cfg.model, layers), cfg.pooling, cfg.weights,
+                     str(device), precision)
 
 
 def used_layers(cfg: Config, task: str, has_content: bool, has_style: bool) -> list:
@@ -116,8 +115,8 @@ def initial_image(init, shape, seed, content=None, style=None) -> torch.Tensor:
     raise UserError(f"option --init: '{init}' is not one of {', '.join(INITS)} or an image file")
 
 
-def check_size(t: torch.Tensor, need: int, what: str, deepest: str):
-    h, w = t.shape[-2:]
+def check_size(hw: tuple, need: int, what: str, deepest: str):
+    h, w = hw
     if min(h, w) < need:
         raise UserError(f"{what} is {w}x{h} px at this --size; layer {deepest} needs at least "
                         f"{need} px on the short side: use a larger --size or --style-scale, or "
@@ -226,12 +225,15 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
 
     layers = used_layers(cfg, task, content_src is not None, bool(all_styles))
     need = backbones.min_side(cfg.model, layers) if layers else 1
-    deepest = max(layers, key=backbones.layers(cfg.model).index) if layers else None
+    deepest = backbones.deepest(cfg.model, layers) if layers else None
+
+    def style_side(long_side):
+        return max(1, round(long_side * cfg.style_scale))
 
     def images_at(long_side):
         hw = imageio.fit_size(*aspect_src.shape[-2:], long_side)
         c = imageio.resize(content_src, hw) if content_src is not None else None
-        style_long = max(1, round(long_side * cfg.style_scale))
+        style_long = style_side(long_side)
         regs = [Region(None if m is None else F.interpolate(m, size=hw, mode="bilinear",
                                                             align_corners=False),
                        [imageio.resize_long(x, style_long) for x in ss], b)
@@ -240,15 +242,14 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
 
     # Every scale must be large enough for the deepest layer; the full size is checked first so
     # that the message speaks of what the user asked for.
-    for i, (side, _) in enumerate(reversed(plan)):
-        hw, c, regs = images_at(side)
-        if layers:
-            where = "" if i == 0 else f" (at the coarsest of --scales {len(plan)})"
-            check_size(torch.empty(1, 3, *hw), need, "the output image" + where, deepest)
-            ss = [x for r in regs for x in r.styles]
-            for j, st in enumerate(ss):
-                check_size(st, need, (f"style image {j + 1}" if len(ss) > 1 else "the style image")
-                           + where, deepest)
+    for i, (side, _) in enumerate(reversed(plan) if layers else []):
+        where = "" if i == 0 else f" (at the coarsest of --scales {len(plan)})"
+        check_size(imageio.fit_size(*aspect_src.shape[-2:], side), need,
+                   "the output image" + where, deepest)
+        for j, st in enumerate(all_styles):
+            check_size(imageio.fit_size(*st.shape[-2:], style_side(side)), need,
+                       (f"style image {j + 1}" if len(all_styles) > 1 else "the style image")
+                       + where, deepest)
     net, weights_id = get_backbone(cfg, layers, device, precision) if layers else (None, "none")
     if on_plan is not None and layers:
         from . import estimate

@@ -31,6 +31,11 @@ def check_layers(model: str, names, option: str = "layers") -> None:
     vgg.check_layers(names, arch_of(model), option)
 
 
+def deepest(model: str, names) -> str:
+    """The layer of ``names`` that comes last in ``model``."""
+    return max(names, key=layers(model).index)
+
+
 def min_side(model: str, names) -> int:
     return vgg.min_side(names, arch_of(model))
 
@@ -40,9 +45,7 @@ def build(model: str, used_layers, pooling: str = "max", weights_path: str | Non
     """A frozen backbone that computes ``used_layers`` and nothing deeper, and its weights id."""
     arch = arch_of(model)
     check_layers(model, used_layers)
-    order = vgg.layer_names(vgg.BLOCKS[arch])
-    last = max(used_layers, key=order.index)
-    net = vgg.VGG(arch, caffe=MODELS[model][1], pooling=pooling, last=last)
+    net = vgg.VGG(arch, caffe=MODELS[model][1], pooling=pooling, last=deepest(model, used_layers))
     state, weights_id = weights.load(model, vgg.BLOCKS[arch], weights_path)
     net.load_weights(state, weights_path or model)
     net.eval().requires_grad_(False)
