@@ -9,7 +9,7 @@ import sys
 import typing
 
 from . import backbones, config as config_mod
-from .config import INITS, TASKS, Config
+from .config import EXPLORE_DEFAULTS, INITS, TASKS, Config
 from .errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -59,10 +59,10 @@ def _split(values, convert, option):
     return out
 
 
-def add_config_options(parser, task):
+def add_config_options(parser, task, defaults=None):
     """One option per Config field that applies to ``task``; the defaults shown are the
-    task's defaults; nothing is set unless given (argparse.SUPPRESS)."""
-    defaults = Config.for_task(task)
+    task's defaults (or ``defaults``); nothing is set unless given (argparse.SUPPRESS)."""
+    defaults = defaults or Config.for_task(task)
     group = parser.add_argument_group("options")
     for f in dataclasses.fields(Config):
         if task not in f.metadata["tasks"]:
@@ -99,6 +99,8 @@ def add_run_options(parser):
     run.add_argument("--save-every", type=int, default=0, metavar="N",
                      help="also write the image every N steps (OUTPUT_stepN.png)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    run.add_argument("--plot", action="store_true", help="also plot the loss terms against step "
+                     "and time (OUTPUT_loss.png; needs matplotlib: pip install 'impasto[plot]')")
 
 
 def build_parser():
@@ -122,12 +124,63 @@ def build_parser():
                            "content there. Repeat once per colour")
         add_config_options(p, task)
         add_run_options(p)
+    add_sweep_parser(sub)
+    add_explore_parser(sub)
     sub.add_parser("options", help="print every option with its default, as a markdown table",
                    description="Print every option of every task with its default (markdown).")
     lp = sub.add_parser("layers", help="list the layer names of a model",
                         description="List the layer names of a model, in order.")
     lp.add_argument("--model", default=Config().model, choices=list(backbones.MODELS))
     return parser
+
+
+def _workbench_run_options(p, what):
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", required=True, metavar="DIR", help=f"folder for the {what} "
+                   "(created if missing): one image and run record per run, results.csv, the "
+                   "figures; a re-run skips the runs that are already done")
+    g.add_argument("--tile", type=int, default=256, metavar="PX", help="long side of each "
+                   "picture in the figures (default: 256)")
+    g.add_argument("--plot", action="store_true", help="also plot each run's loss terms "
+                   "(STEM_loss.png); the overlay of all runs, losses.png, is always drawn when "
+                   "matplotlib is installed")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_sweep_parser(sub):
+    p = sub.add_parser("sweep", help="run every combination of the varied options into a "
+                       "labelled contact sheet, a CSV and loss curves",
+                       description="Run every combination of the --vary options with the same "
+                       "seed; each output is named after its options. Writes contact_sheet.png "
+                       "(rows and columns are the varied options), results.csv (final loss "
+                       "terms, steps, seconds) and losses.png (every run's loss curve).")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE", help="CONTENT STYLE [STYLE ...] for "
+                   "transfer, CONTENT for reconstruct, STYLE for texture")
+    p.add_argument("--task", dest="sweep_task", choices=TASKS, default="transfer", help="what each run does "
+                   "(default: transfer)")
+    p.add_argument("--vary", action="append", required=True, metavar="NAME=V1,V2",
+                   help="an option and its values, e.g. style_weight=1e2,1e3,1e4 or "
+                   "init=content,gaussian; list values join items with +, e.g. "
+                   "style_layers=relu1_1+relu2_1,relu1_1+relu2_1+relu3_1; options that change "
+                   "together are linked with ':', e.g. optimizer:lr=lbfgs:1,adam:0.02. Repeat for "
+                   "more axes: the last one gives the columns of the contact sheet")
+    add_config_options(p, "transfer")
+    _workbench_run_options(p, "sweep")
+
+
+def add_explore_parser(sub):
+    p = sub.add_parser("explore", help="reconstruct the content from each block and synthesise "
+                       "textures from growing sets of style layers, as figures",
+                       description="Layer exploration as in Gatys et al.: reconstructions.png, the "
+                       "content reconstructed from the features of each block (relu1_1 ... "
+                       "relu5_1), and textures.png, textures from growing sets of style layers "
+                       "(relu1_1; relu1_1 + relu2_1; ...).")
+    p.add_argument("content", help="content image (for the reconstructions)")
+    p.add_argument("style", help="style image (for the textures)")
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="the layers, shallow to deep "
+                   "(default: the model's default style layers, relu1_1 ... relu5_1 for VGG)")
+    add_config_options(p, "transfer", defaults=Config.for_task("transfer", **EXPLORE_DEFAULTS))
+    _workbench_run_options(p, "figures")
 
 
 def options_markdown() -> str:
@@ -300,6 +353,9 @@ def run_task(args, argv) -> int:
     cfg = Config.for_task(task, **options)
 
     output = imageio.check_writable(args.output)
+    if args.plot:
+        from . import figures
+        figures.require_plotting()
     if args.save_every < 0:
         raise UserError(f"option --save-every: must be zero or more, got {args.save_every}")
     content_path, style_paths, mask_path, region_specs = load_inputs(task, args, record)
@@ -340,6 +396,10 @@ def run_task(args, argv) -> int:
     imageio.save(result.tensor, output, metadata=records.png_metadata(rec)
                  if output.suffix.lower() == ".png" else None)
     records.write(rec, records.record_path(output))
+    if args.plot:
+        from . import figures, sweep
+        figures.plot_history(result.history, sweep.loss_weights(rec["options"]),
+                             output.with_name(f"{output.stem}_loss.png"), title=output.name)
     out = result.outcome
     if not args.quiet:
         terms = " ".join(f"{k} {v:.4g}" for k, v in out.terms.items())
@@ -349,6 +409,167 @@ def run_task(args, argv) -> int:
               f"{result.device}, seed {result.config.seed}; record {records.record_path(output)}",
               file=sys.stderr)
     return EXIT_INTERRUPTED if out.stop_reason == "interrupted" else 0
+
+
+def _output_dir(path) -> "Path":
+    from pathlib import Path
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out}: is a file; give a folder for the results")
+    if not out.parent.is_dir():
+        raise UserError(f"-o {out}: folder {out.parent} does not exist (create it first)")
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise UserError(f"-o {out}: cannot create the folder ({e.strerror})") from None
+    import os
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"-o {out}: cannot write to this folder (permission denied)")
+    return out
+
+
+def _stem(path) -> str:
+    from pathlib import Path
+    import re
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(path).stem).strip("-") or "image"
+
+
+def _seed_for(outdir, options, kind, argv):
+    """The seed every run of a sweep shares: the one given, else the one an earlier run of
+    this folder chose (so a re-run can skip finished runs), else a new random one."""
+    import json
+    import os
+    from . import image as imageio
+    state = outdir / f"{kind}.json"
+    seed = options.get("seed")
+    if seed is None:
+        try:
+            seed = int(json.loads(state.read_text())["seed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            seed = int.from_bytes(os.urandom(4), "little")
+    text = json.dumps({"seed": seed, "command": ["impasto", *argv]}, indent=1)
+    imageio.atomic_write(state, lambda fh: fh.write(text.encode()))
+    return seed
+
+
+def _init_images(cells):
+    from . import image as imageio
+    paths = {c.options.get("init") for c in cells} - set(INITS) - {None}
+    return {p: imageio.load(p) for p in sorted(paths)}
+
+
+def _announcer(kind, quiet):
+    def announce(n, total, cell, skipped):
+        if quiet:
+            return
+        what = "done earlier, skipped" if skipped else "running"
+        print(f"impasto {kind}: [{n}/{total}] {cell.stem}: {what}", file=sys.stderr, flush=True)
+    return announce
+
+
+def _progress_factory(quiet):
+    return None if quiet else (lambda cell: Progress())
+
+
+def _finish(kind, cells, outdir, written, complete):
+    ran = sum(c.status == "ran" for c in cells)
+    skipped = sum(c.status == "done" for c in cells)
+    names = ", ".join(p.name for p in written)
+    print(f"impasto {kind}: {ran} run, {skipped} skipped (done earlier), "
+          f"{len(cells) - ran - skipped} not run; wrote {names} in {outdir}", file=sys.stderr)
+    if not complete:
+        print(f"impasto {kind}: interrupted; run the same command again to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def run_sweep(args, argv) -> int:
+    from . import image as imageio, sweep
+
+    task = args.sweep_task
+    wanted = {"transfer": "CONTENT STYLE [STYLE ...]", "reconstruct": "CONTENT",
+              "texture": "STYLE"}[task]
+    n = len(args.inputs)
+    if (task == "transfer" and n < 2) or (task != "transfer" and n != 1):
+        raise UserError(f"impasto sweep --task {task}: give {wanted} (got {n} image"
+                        f"{'s' if n != 1 else ''})")
+    if args.tile < 16:
+        raise UserError(f"option --tile: must be at least 16 pixels, got {args.tile}")
+    if args.plot:
+        from . import figures
+        figures.require_plotting()
+    varies = [sweep.parse_vary(spec, task) for spec in args.vary]
+    sweep.check_axes(varies)
+    base = {k: v for k, v in options_from_args(args, "transfer").items()
+            if k in sweep.known_fields(task)}
+    content_path = args.inputs[0] if task != "texture" else None
+    style_paths = args.inputs[1:] if task == "transfer" else (args.inputs if task == "texture" else [])
+    images = {p: imageio.load(p) for p in args.inputs}
+    outdir = _output_dir(args.output)
+    base["seed"] = _seed_for(outdir, base, "sweep", argv)
+    prefix = "_".join(_stem(p) for p in args.inputs)
+    cells = sweep.sweep_cells(task, base, varies, prefix)
+    sweep.configs(cells)
+    init_images = _init_images(cells)
+    content = images[content_path] if content_path else None
+    styles = [images[p] for p in style_paths]
+    inputs = {task: {"content": content_path, "styles": list(style_paths)}}
+    title = sweep.sweep_title(task, [p.split("/")[-1] for p in args.inputs],
+                              Config.for_task(task, **base), {n for v in varies for n in v.names})
+    complete = False
+    try:
+        complete = sweep.run_cells(cells, {task: (content, styles)}, inputs, outdir,
+                                   init_images=init_images, progress=_progress_factory(args.quiet),
+                                   announce=_announcer("sweep", args.quiet), plot=args.plot,
+                                   argv=["impasto", *argv])
+    finally:
+        written = sweep.write_summaries(cells, varies, outdir, ".png", title, args.tile)
+    return _finish("sweep", cells, outdir, written, complete)
+
+
+def run_explore(args, argv) -> int:
+    from . import explore, image as imageio, sweep
+
+    if args.tile < 16:
+        raise UserError(f"option --tile: must be at least 16 pixels, got {args.tile}")
+    if args.plot:
+        from . import figures
+        figures.require_plotting()
+    options = {**EXPLORE_DEFAULTS, **options_from_args(args, "transfer")}
+    model = options.get("model", Config().model)
+    layers = args.layers or explore.blocks(model)
+    backbones.check_layers(model, layers, "layers")
+    content, style = imageio.load(args.content), imageio.load(args.style)
+    outdir = _output_dir(args.output)
+    options["seed"] = _seed_for(outdir, options, "explore", argv)
+    recon, textures = explore.cells(options, layers)
+    cells = recon + textures
+    sweep.configs(cells)
+    init_images = _init_images(cells)
+    inputs = {"reconstruct": {"content": args.content, "styles": []},
+              "texture": {"content": None, "styles": [args.style]}}
+    sources = {"reconstruct": (content, []), "texture": (None, [style])}
+    complete = False
+    try:
+        complete = sweep.run_cells(cells, sources, inputs, outdir, init_images=init_images,
+                                   progress=_progress_factory(args.quiet),
+                                   announce=_announcer("explore", args.quiet), plot=args.plot,
+                                   argv=["impasto", *argv])
+    finally:
+        written = sweep.write_summaries(cells, None, outdir, ".png", "", args.tile)
+        size = Config.for_task("reconstruct", **explore._for("reconstruct", options)).size
+        for name, row, source, label, what in (
+                ("reconstructions.png", recon, content, "original",
+                 f"Content reconstructed from one layer's features, from noise ({model}, "
+                 f"{size} px, seed {options['seed']})"),
+                ("textures.png", textures, style, "style image",
+                 f"Textures from growing sets of style layers ({model}, {size} px, seed "
+                 f"{options['seed']})")):
+            fig = explore.figure(source, label, row, outdir, ".png", what, args.tile)
+            imageio.save(fig, outdir / name)
+            written.append(outdir / name)
+    return _finish("explore", cells, outdir, written, complete)
 
 
 def main(argv=None) -> int:
@@ -362,6 +583,10 @@ def main(argv=None) -> int:
         if args.task == "layers":
             print("\n".join(backbones.layers(args.model)))
             return 0
+        if args.task == "sweep":
+            return run_sweep(args, argv)
+        if args.task == "explore":
+            return run_explore(args, argv)
         return run_task(args, argv)
     except UserError as e:
         print(f"impasto: error: {e}", file=sys.stderr)

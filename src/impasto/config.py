@@ -204,6 +204,11 @@ TASK_DEFAULTS = {
 }
 
 
+# ``impasto explore`` makes ten runs (five reconstructions, five textures), so it defaults to a
+# smaller size and budget than a single transfer.
+EXPLORE_DEFAULTS = {"size": 256, "steps": 300}
+
+
 def field_names():
     return [f.name for f in dataclasses.fields(Config)]
 

@@ -1,0 +1,386 @@
+"""Sweeps: every combination of the varied options, run with the same seed, each output named
+after its options, with a labelled contact sheet, a CSV of the final loss terms and a loss
+curve overlay. ``explore`` builds its studies from the same cells.
+
+This sits on top of ``tasks`` like the CLI does: it writes the outputs (atomically) and
+reads its own earlier records to skip the cells that are already done.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config as config_mod
+from .config import INITS, Config
+from .errors import UserError, closest
+
+# Short names of options in file names and labels; any other option keeps its own name.
+ABBREV = {
+    "style_weight": "sw", "content_weight": "cw", "tv_weight": "tvw", "optimizer": "opt",
+    "content_layers": "cl", "style_layers": "sl", "content_layer_weights": "clw",
+    "style_layer_weights": "slw", "style_scale": "ss", "pooling": "pool", "precision": "prec",
+    "style_loss": "stat", "tv_norm": "tvn", "preserve_color": "pc", "color_from": "cf",
+    "history_size": "hist", "line_search": "ls", "style_blend": "blend",
+}
+LIST_JOIN = "+"   # joins the items of a list-valued option inside one value: relu1_1+relu2_1
+LINK = ":"        # links options that vary together: optimizer:lr=lbfgs:1,adam:0.02
+
+
+def abbrev(name: str) -> str:
+    return ABBREV.get(name, name.replace("_", "-"))
+
+
+def _field(name: str, task: str):
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    key = name.strip().lstrip("-").replace("-", "_")
+    if key not in fields:
+        raise UserError(f"option --vary: unknown option '{name}' (did you mean "
+                        f"'{closest(key, fields)}'? 'impasto options' lists them)")
+    if task not in fields[key].metadata["tasks"]:
+        raise UserError(f"option --vary: '{key}' does not apply to impasto {task}")
+    return fields[key]
+
+
+def _scalar_type(f):
+    t = typing.get_type_hints(Config)[f.name]
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return (args[0] if args else t), type(None) in typing.get_args(t)
+
+
+def convert(f, text: str):
+    """The value of option ``f`` that ``text`` spells (lists joined with '+')."""
+    ftype, optional = _scalar_type(f)
+    text = text.strip()
+    option = f"--vary {f.name}"
+    if optional and text.lower() == "none":
+        return None
+    try:
+        if ftype is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if ftype is list or typing.get_origin(ftype) is list:
+            items = [x for x in text.split(LIST_JOIN) if x]
+            weights = f.name.endswith("layer_weights") or f.name == "style_blend"
+            return [float(x) for x in items] if weights else items
+        if ftype is int:
+            v = float(text)
+            if v != int(v):
+                raise ValueError
+            return int(v)
+        if ftype is float:
+            return float(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "a whole number", float: "a number"}.get(ftype, "a list")
+        raise UserError(f"option {option}: '{text}' is not {kind}") from None
+    choices = f.metadata.get("choices")
+    if choices and text not in choices:
+        raise UserError(f"option {option}: '{text}' is not one of {', '.join(choices)}")
+    return text
+
+
+@dataclass
+class Vary:
+    """One ``--vary`` axis: the option(s) it sets and its settings, as values and as typed."""
+    names: tuple
+    values: list   # one tuple of values per setting
+    texts: list    # the same, as the user typed them (for names and labels)
+
+    def label(self, i: int) -> str:
+        return ", ".join(f"{abbrev(n)} {t}" for n, t in zip(self.names, self.texts[i]))
+
+    def heading(self, i: int) -> str:
+        return ", ".join(f"{n} = {t}" for n, t in zip(self.names, self.texts[i]))
+
+    def slug(self, i: int) -> str:
+        return "_".join(f"{abbrev(n)}-{_slug(t)}" for n, t in zip(self.names, self.texts[i]))
+
+
+def _slug(text: str) -> str:
+    """A value as a piece of a file name: an image path becomes its stem."""
+    p = Path(text)
+    if p.suffix and len(p.suffix) <= 5:
+        text = p.stem
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+
+
+def parse_vary(spec: str, task: str) -> Vary:
+    """'name=v1,v2' or linked 'a:b=x1:y1,x2:y2'."""
+    names_text, sep, values_text = spec.partition("=")
+    if not sep or not names_text.strip() or not values_text.strip():
+        raise UserError(f"option --vary: '{spec}' is not NAME=VALUE,VALUE (e.g. "
+                        "style_weight=1e2,1e3 or optimizer:lr=lbfgs:1,adam:0.02)")
+    fields = [_field(n, task) for n in names_text.split(LINK)]
+    names = tuple(f.name for f in fields)
+    if len(set(names)) != len(names):
+        raise UserError(f"option --vary: '{names_text}' names an option twice")
+    values, texts = [], []
+    for setting in values_text.split(","):
+        setting = setting.strip()
+        if not setting:
+            continue
+        parts = setting.split(LINK) if len(fields) > 1 else [setting]
+        if len(parts) != len(fields):
+            raise UserError(f"option --vary: '{setting}' gives {len(parts)} values for the "
+                            f"{len(fields)} linked options {names_text}")
+        values.append(tuple(convert(f, p) for f, p in zip(fields, parts)))
+        texts.append(tuple(p.strip() for p in parts))
+    if len(set(texts)) != len(texts):
+        raise UserError(f"option --vary: {names_text} repeats a value")
+    return Vary(names, values, texts)
+
+
+def check_axes(varies: list) -> None:
+    if not varies:
+        raise UserError("impasto sweep: give at least one --vary NAME=VALUE,VALUE")
+    seen = set()
+    for v in varies:
+        for n in v.names:
+            if n in seen:
+                raise UserError(f"option --vary: '{n}' is varied twice (link options that change "
+                                "together with ':', e.g. optimizer:lr=lbfgs:1,adam:0.02)")
+            seen.add(n)
+
+
+def grid(varies: list) -> list[tuple]:
+    """Every combination of settings, as index tuples, the last axis varying fastest."""
+    return list(itertools.product(*[range(len(v.values)) for v in varies]))
+
+
+# ----------------------------------------------------------------------------- cells
+@dataclass
+class Cell:
+    """One run of a sweep or exploration."""
+    stem: str                 # file name without extension, in the output folder
+    task: str
+    options: dict             # Config options of this run (the seed included)
+    label: str = ""           # the first line under its tile
+    row: int = 0
+    col: int = 0
+    status: str = "pending"   # done (earlier run), ran, interrupted, failed
+    record: dict | None = None
+    image: object = None      # the PIL image once made
+
+
+def sweep_cells(task: str, base: dict, varies: list, prefix: str) -> list[Cell]:
+    """The cells of a sweep: ``base`` options with each combination of ``varies``; rows are
+    the combinations of every axis but the last, columns the last axis's settings."""
+    cells = []
+    last = len(varies[-1].values)
+    for n, combo in enumerate(grid(varies)):
+        options = dict(base)
+        for v, i in zip(varies, combo):
+            options.update(dict(zip(v.names, v.values[i])))
+        stem = "_".join([prefix] + [v.slug(i) for v, i in zip(varies, combo)])
+        label = " · ".join(v.label(i) for v, i in zip(varies, combo))
+        cells.append(Cell(stem, task, options, label, row=n // last, col=n % last))
+    return cells
+
+
+def configs(cells: list[Cell]) -> list[Config]:
+    """Every cell's Config, checked before anything runs (a bad value stops the sweep now)."""
+    out = []
+    for c in cells:
+        try:
+            out.append(Config.for_task(c.task, **c.options))
+        except UserError as e:
+            raise UserError(f"{c.stem}: {e}") from None
+    return out
+
+
+def _read_record(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path, ext: str) -> bool:
+    """A cell is done when its image and record exist and the record says it ran to the end
+    with these options on these inputs (a record from other options is run again)."""
+    from . import record as records
+    image, rec = outdir / f"{cell.stem}{ext}", _read_record(outdir / f"{cell.stem}.json")
+    if not image.is_file() or not isinstance(rec, dict):
+        return False
+    same_inputs = rec.get("inputs") == {k: records._rel_input(k, v, outdir)
+                                         for k, v in inputs.items()}
+    finished = (rec.get("result") or {}).get("stop_reason") not in (None, "interrupted")
+    if rec.get("task") == cell.task and rec.get("options") == cfg.to_dict() and same_inputs \
+            and finished:
+        cell.record = rec
+        return True
+    return False
+
+
+def loss_weights(options: dict) -> dict:
+    """The weight of each loss term in the total, from a run's options."""
+    return {"content": options.get("content_weight", 0.0), "style": options.get("style_weight", 0.0),
+            "tv": options.get("tv_weight", 0.0)}
+
+
+def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *, ext=".png",
+              init_images=None, progress=None, announce=None, plot=False, argv=None) -> bool:
+    """Run (or skip) every cell, writing ``stem{ext}`` and ``stem.json`` (and with ``plot``
+    ``stem_loss.png``) for each. ``sources`` holds the images per task: {task: (content,
+    styles)}; ``inputs`` the input paths per task for the records; ``init_images`` images for
+    init values that are files. Returns False when interrupted (Ctrl-C)."""
+    from . import figures, image as imageio, record as records, tasks
+
+    cfgs = configs(cells)
+    init_images = init_images or {}
+    for n, (cell, cfg) in enumerate(zip(cells, cfgs), start=1):
+        task_inputs = dict(inputs[cell.task])
+        init_image = None
+        if cfg.init not in INITS:
+            init_image = init_images[cfg.init]
+            task_inputs["init"] = cfg.init
+        out = outdir / f"{cell.stem}{ext}"
+        if is_done(cell, cfg, task_inputs, outdir, ext):
+            cell.status = "done"
+            if announce:
+                announce(n, len(cells), cell, skipped=True)
+            continue
+        if announce:
+            announce(n, len(cells), cell, skipped=False)
+        content, styles = sources[cell.task]
+        callback = progress(cell) if progress else None
+        result = tasks.run(cell.task, cfg, content, styles, init_image=init_image,
+                           callback=callback)
+        if callback is not None and hasattr(callback, "close"):
+            callback.close()
+        rec = records.build(result, out, task_inputs, argv=argv)
+        imageio.save(result.tensor, out, metadata=records.png_metadata(rec)
+                     if ext == ".png" else None)
+        records.write(rec, outdir / f"{cell.stem}.json")
+        cell.record, cell.image = rec, result.image
+        if plot:
+            figures.plot_history(result.history, loss_weights(rec["options"]),
+                                 outdir / f"{cell.stem}_loss.png", title=cell.stem)
+        if result.outcome.stop_reason == "interrupted":
+            cell.status = "interrupted"
+            return False
+        cell.status = "ran"
+    return True
+
+
+# ----------------------------------------------------------------------------- summaries
+CSV_TERMS = ("loss", "content", "style", "tv")
+
+
+def csv_text(cells: list[Cell], varies: list | None = None) -> str:
+    """One row per cell: its file, the varied options, final loss terms, steps, seconds."""
+    names = [n for v in (varies or []) for n in v.names]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", "task", *names, *CSV_TERMS, "steps", "stop", "seconds", "seed",
+                     "status"])
+    for c in cells:
+        rec = c.record or {}
+        res = rec.get("result") or {}
+        terms = res.get("terms") or {}
+        vals = []
+        for n in names:
+            v = c.options.get(n)
+            vals.append(LIST_JOIN.join(map(str, v)) if isinstance(v, list) else v)
+        row = [rec.get("output", ""), c.task, *vals, _num(res.get("loss")),
+               *[_num(terms.get(t)) for t in CSV_TERMS[1:]], res.get("steps", ""),
+               res.get("stop_reason", ""), (rec.get("timings") or {}).get("total_s", ""),
+               c.options.get("seed", ""), c.status]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _num(x):
+    return "" if x is None else f"{x:.6g}"
+
+
+def load_image(cell: Cell, outdir: Path, ext: str):
+    from PIL import Image
+    if cell.image is not None:
+        return cell.image
+    path = outdir / f"{cell.stem}{ext}"
+    if cell.status in ("done", "ran", "interrupted") and path.is_file():
+        with Image.open(path) as im:
+            cell.image = im.convert("RGB")
+    return cell.image
+
+
+def tile_lines(cell: Cell) -> tuple:
+    rec = cell.record or {}
+    res = rec.get("result") or {}
+    secs = (rec.get("timings") or {}).get("total_s")
+    facts = []
+    if res.get("loss") is not None and math.isfinite(res["loss"]):
+        facts.append(f"loss {res['loss']:.3g}")
+    if secs is not None:
+        facts.append(f"{secs:.0f} s")
+    if cell.status == "interrupted":
+        facts.append("interrupted")
+    return (cell.label, " · ".join(facts)) if facts else (cell.label,)
+
+
+def sweep_sheet(cells: list[Cell], varies: list, outdir: Path, ext: str, title: str, tile: int):
+    from . import figures
+    nrows = max(c.row for c in cells) + 1
+    rows = [[] for _ in range(nrows)]
+    for c in sorted(cells, key=lambda c: (c.row, c.col)):
+        rows[c.row].append(figures.Tile(load_image(c, outdir, ext), tile_lines(c)))
+    last = varies[-1]
+    col_labels = [last.heading(i) for i in range(len(last.values))]
+    row_labels = None
+    if len(varies) > 1:
+        row_labels = [" · ".join(v.heading(i) for v, i in zip(varies[:-1], combo))
+                      for combo in itertools.product(*[range(len(v.values)) for v in varies[:-1]])]
+    return figures.contact_sheet(rows, tile=tile, title=title, row_labels=row_labels,
+                                 col_labels=col_labels)
+
+
+def write_summaries(cells, varies, outdir: Path, ext: str, title: str, tile: int,
+                    sheet_name="contact_sheet.png") -> list:
+    """The CSV, the contact sheet and (with matplotlib) the loss overlay; returns the paths."""
+    from . import figures, image as imageio
+    written = []
+    text = csv_text(cells, varies)
+    imageio.atomic_write(outdir / "results.csv", lambda fh: fh.write(text.encode()))
+    written.append(outdir / "results.csv")
+    if varies:
+        sheet = sweep_sheet(cells, varies, outdir, ext, title, tile)
+        imageio.save(sheet, outdir / sheet_name)
+        written.append(outdir / sheet_name)
+    runs = [(c.label, c.record["history"]) for c in cells if c.record and c.record.get("history")]
+    try:
+        figures.require_plotting()
+    except UserError:
+        return written
+    if runs:
+        figures.plot_overlay(runs, outdir / "losses.png", title=title)
+        written.append(outdir / "losses.png")
+    return written
+
+
+def sweep_title(task: str, input_names: list, cfg: Config, varied: set) -> str:
+    """What is fixed in a sweep: its inputs and the options that differ from the defaults."""
+    defaults = Config.for_task(task)
+    fixed = []
+    for f in dataclasses.fields(Config):
+        if f.name in varied or task not in f.metadata["tasks"]:
+            continue
+        v = getattr(cfg, f.name)
+        if v != getattr(defaults, f.name):
+            shown = LIST_JOIN.join(map(str, v)) if isinstance(v, list) else v
+            fixed.append(f"{abbrev(f.name)} {shown}")
+    return f"impasto {task} · {' / '.join(input_names)} · " + ", ".join(fixed)
+
+
+def known_fields(task: str) -> set:
+    return {n for n in config_mod.field_names() if task in config_mod.field_tasks(n)}
