@@ -431,7 +431,7 @@ def _output_dir(path) -> "Path":
 def _stem(path) -> str:
     from pathlib import Path
     import re
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", Path(path).stem).strip("-") or "image"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(path).stem).strip("-") or "image"
 
 
 def _seed_for(outdir, options, kind, argv):

@@ -108,10 +108,11 @@ class Vary:
 
 def _slug(text: str) -> str:
     """A value as a piece of a file name: an image path becomes its stem."""
+    from PIL import Image
     p = Path(text)
-    if p.suffix and len(p.suffix) <= 5:
+    if p.suffix.lower() in Image.registered_extensions():
         text = p.stem
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text) or "x"
 
 
 def parse_vary(spec: str, task: str) -> Vary:
@@ -182,6 +183,8 @@ def sweep_cells(task: str, base: dict, varies: list, prefix: str) -> list[Cell]:
         for v, i in zip(varies, combo):
             options.update(dict(zip(v.names, v.values[i])))
         stem = "_".join([prefix] + [v.slug(i) for v, i in zip(varies, combo)])
+        if any(c.stem == stem for c in cells):   # values that differ only in left-out characters
+            stem = f"{stem}_{n + 1}"
         label = " · ".join(v.label(i) for v, i in zip(varies, combo))
         cells.append(Cell(stem, task, options, label, row=n // last, col=n % last))
     return cells
