@@ -32,10 +32,12 @@ class Model:
 
 # Default layers. VGG: Gatys et al.'s, content relu4_2 (stride 8) and style relu1_1 ... relu5_1,
 # the first layer at each resolution (stride 1 to 16). The other networks follow the same rule
-# by resolution: style takes the first layer at each stride from 2 to 16 (past the first
-# pooling, the first block of each stage), content the last layer at stride 8, as deep as a
-# layer gets at relu4_2's resolution. Stride 32 (res5, mixed7, block14 and up) is left out: at
-# the 128 px coarse scale it is 4x4 positions for 1280-2048 channels, too few for a Gram matrix.
+# by resolution: style takes the first layer after a nonlinearity at each stride from 2 to 16
+# (ResNet's relu1 rather than its bare conv1; never a pooling layer, which only subsamples the
+# layer before it), content the last layer at stride 8, as deep as a layer gets at relu4_2's
+# resolution. Stride 32 (res5, mixed7, block14 and up) is left out: at the 128 px coarse scale
+# it has at most 4x4 positions for up to 2048 channels, too few for a Gram matrix. Only the VGG
+# defaults have been judged on real weights; the others await a run with ImageNet weights.
 VGG_CONTENT = ("relu4_2",)
 VGG_STYLE = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 MODELS = {
