@@ -185,7 +185,7 @@ def evaluate(rows: list, size: int, args) -> None:
     from impasto import Config, tasks, image as imageio
     from impasto.losses import Objective
 
-    cfg = Config()
+    cfg = Config().with_model_layers()
     hw = output_hw(args.content, size)
     content = imageio.resize(imageio.to_tensor(imageio.load(args.content)), hw)
     style = imageio.resize_long(imageio.to_tensor(imageio.load(args.style)),
@@ -268,7 +268,7 @@ def report(rows: list, peaks: dict, calib_hw, load_before, args) -> str:
     import torch
     from impasto import Config
 
-    cfg = Config()
+    cfg = Config().with_model_layers()
     gf = step_flops(calib_hw) / 1e9
     notes = [
         f"Calibration: VGG19 to relu5_1 at {calib_hw[1]}x{calib_hw[0]}, forward + input "

@@ -455,3 +455,160 @@ def test_load_without_weights_uses_the_hub_cache(hub_home, monkeypatch, tmp_path
     ours, weights_id = weights.load("vgg16", vgg.BLOCKS["vgg16"], None)
     assert torch.equal(ours["conv4_1.weight"], sd["features.17.weight"].float())
     assert weights_id.startswith("vgg16-397923af.pth")
+
+
+# ============================================================================= every model
+# (what needs no torchvision; the networks themselves are tested in test_models.py)
+ALL_MODELS = ["vgg19", "vgg19-torchvision", "vgg16", "resnet50", "inception_v3", "mobilenet_v2"]
+TORCHVISION_MODELS = ["resnet50", "inception_v3", "mobilenet_v2"]
+
+
+def test_every_model_is_a_config_choice_and_has_named_layers():
+    from impasto.config import Config
+    import dataclasses
+    choices = {f.name: f.metadata["choices"] for f in dataclasses.fields(Config)}["model"]
+    assert list(choices) == ALL_MODELS == list(backbones.MODELS)
+    resnet = backbones.layers("resnet50")
+    assert resnet[:4] == ["conv1", "relu1", "pool1", "res2a"] and resnet[-1] == "res5c"
+    assert len(resnet) == 3 + 3 + 4 + 6 + 3
+    assert [n for n in resnet if n.startswith("res4")] == [f"res4{c}" for c in "abcdef"]
+    inception = backbones.layers("inception_v3")
+    assert inception == ["conv1a", "conv2a", "conv2b", "pool1", "conv3b", "conv4a", "pool2",
+                         "mixed5b", "mixed5c", "mixed5d", "mixed6a", "mixed6b", "mixed6c",
+                         "mixed6d", "mixed6e", "mixed7a", "mixed7b", "mixed7c"]
+    assert backbones.layers("mobilenet_v2") == (["conv1"] + [f"block{i}" for i in range(1, 18)]
+                                                + ["conv2"])
+    for model in ALL_MODELS:
+        names = backbones.layers(model)
+        assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_default_layers_are_valid_and_ordered(model):
+    content, style = backbones.default_layers(model)
+    assert content and style
+    backbones.check_layers(model, content + style)
+    names = backbones.layers(model)
+    assert style == sorted(style, key=names.index)
+    assert backbones.default_layers(model) is not backbones.default_layers(model)  # fresh lists
+
+
+@pytest.mark.parametrize("model, typo, meant", [
+    ("resnet50", "res4aa", "res4a"), ("resnet50", "rse3b", "res3b"), ("resnet50", "relu_1", "relu1"),
+    ("inception_v3", "mixed_6a", "mixed6a"), ("inception_v3", "conv2_b", "conv2b"),
+    ("mobilenet_v2", "blok7", "block7"), ("mobilenet_v2", "block_17", "block17"),
+])
+def test_unknown_layer_of_a_torchvision_model_suggests_the_closest(model, typo, meant):
+    with pytest.raises(UserError) as e:
+        backbones.check_layers(model, [backbones.layers(model)[0], typo], "style-layers")
+    msg = str(e.value)
+    assert f"'{typo}'" in msg and f"did you mean '{meant}'" in msg and "--style-layers" in msg
+    assert model in msg
+    with pytest.raises(UserError, match="relu4_2"):   # a VGG name on another model
+        backbones.check_layers(model, ["relu4_2"], "content-layers")
+
+
+@pytest.mark.parametrize("model, layer, side", [
+    # ResNet and MobileNet pad every conv and pool: any image gives at least 1x1
+    ("resnet50", "res5c", 1), ("mobilenet_v2", "conv2", 1),
+    # Inception's unpadded convs and pools: 75 px for the last block (299 px nets' usual floor)
+    ("inception_v3", "conv1a", 3), ("inception_v3", "pool2", 27), ("inception_v3", "mixed6a", 43),
+    ("inception_v3", "mixed7c", 75),
+])
+def test_min_side_of_torchvision_models(model, layer, side):
+    assert backbones.min_side(model, [backbones.layers(model)[0], layer]) == side
+    assert backbones.out_side(model, layer, side) >= 1
+    if side > 1:
+        assert backbones.out_side(model, layer, side - 1) == 0
+
+
+def test_out_side_follows_the_strides():
+    assert [backbones.out_side("resnet50", n, 224) for n in ("conv1", "pool1", "res2c", "res3a",
+                                                            "res4a", "res5c")] == [112, 56, 56, 28,
+                                                                                  14, 7]
+    assert [backbones.out_side("inception_v3", n, 299) for n in ("conv1a", "conv4a", "pool2",
+                                                                "mixed6a", "mixed7c")] == \
+        [149, 71, 35, 17, 8]       # the sizes torchvision's Inception3 comments give
+    assert backbones.out_side("mobilenet_v2", "conv2", 224) == 7
+
+
+def test_missing_torchvision_is_one_line_exit_2(monkeypatch, capsys, image_files):
+    """Without torchvision (here: its import made to fail), asking for a model that needs it
+    is one line and exit status 2; the VGGs never import it."""
+    import sys
+    from impasto import cli
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(UserError) as e:
+        backbones.build("resnet50", ["res2a"])
+    assert str(e.value) == "option --model: resnet50 needs torchvision: pip install impasto[models]"
+    out = image_files["out"] / "o.png"
+    code = cli.main(["transfer", str(image_files["content"]), str(image_files["style"]), "-o",
+                     str(out), "--model", "mobilenet_v2", "--size", "32", "--steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert err == ("impasto: error: option --model: mobilenet_v2 needs torchvision: pip install "
+                   "impasto[models]\n")
+    net, _ = backbones.build("vgg19", ["relu1_1"])     # needs no torchvision
+    assert net.names == ["conv1_1", "relu1_1"]
+
+
+def test_a_torchvision_that_does_not_import_is_explained(monkeypatch):
+    import importlib
+    from impasto.backbones import torchvision_models as tvm
+
+    def broken(name, *a, **k):
+        raise RuntimeError("operator torchvision::nms does not exist")
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(UserError, match="installed but does not import.*torchvision::nms"):
+        tvm.import_torchvision("resnet50")
+
+
+def test_avg_pooling_is_for_vgg_only():
+    with pytest.raises(UserError, match="--pooling"):
+        backbones.build("resnet50", ["res2a"], pooling="avg")
+
+
+# ----------------------------------------------------------------------------- config
+def test_layers_default_to_the_models_and_are_resolved_once(content_image, style_image):
+    import impasto
+    from impasto.config import Config
+    cfg = Config.for_task("transfer")
+    assert cfg.content_layers is None and cfg.style_layers is None
+    for model in ALL_MODELS:
+        resolved = cfg.replace(model=model).with_model_layers()
+        assert (resolved.content_layers, resolved.style_layers) == backbones.default_layers(model)
+    given = cfg.replace(model="resnet50", style_layers=["res2b"]).with_model_layers()
+    assert given.style_layers == ["res2b"] and given.content_layers == ["res3d"]
+    # the run (and so its record) carries the resolved layers
+    r = impasto.run("transfer", content_image, style_image, size=32, steps=1, seed=0)
+    assert r.config.content_layers == ["relu4_2"]
+    assert r.config.style_layers == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    # layer weights are checked against the model's layers once they are known
+    with pytest.raises(UserError, match="2 weights for 5 layers"):
+        impasto.run("transfer", content_image, style_image, size=32, steps=1,
+                    style_layer_weights=[1, 2])
+    with pytest.raises(UserError, match="needs at least one layer"):
+        Config.for_task("transfer", style_layers=[])
+
+
+def test_options_say_the_layer_defaults_follow_the_model():
+    from impasto import cli
+    table = cli.options_markdown()
+    content, style = backbones.default_layers("vgg19")
+    assert f"`the model's (vgg19: {','.join(content)})`" in table
+    assert f"`the model's (vgg19: {','.join(style)})`" in table
+
+
+def test_a_records_layers_follow_a_new_model():
+    from impasto import cli
+    opts = {"model": "resnet50", "content_layers": ["relu4_2"], "style_layers": ["relu1_1"],
+            "style_layer_weights": [1.0]}
+    cli._layers_for_model(opts, {"model": "resnet50"})
+    assert opts["content_layers"] is None and opts["style_layers"] is None
+    assert opts["style_layer_weights"] is None
+    kept = {"model": "vgg16", "content_layers": ["relu4_2"], "style_layers": ["relu1_1"]}
+    cli._layers_for_model(kept, {"model": "vgg16"})     # vgg16 has these layers: kept
+    assert kept["content_layers"] == ["relu4_2"] and kept["style_layers"] == ["relu1_1"]
+    given = {"model": "resnet50", "content_layers": ["relu4_2"]}
+    cli._layers_for_model(given, {"model": "resnet50", "content_layers": ["relu4_2"]})
+    assert given["content_layers"] == ["relu4_2"]        # given on the command line: checked later

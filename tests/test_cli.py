@@ -338,11 +338,20 @@ def test_other_weights_through_the_cli(run_cli, image_files, tmp_path):
 def test_layers_command(run_cli):
     proc = run_cli("layers")
     assert proc.returncode == 0
-    names = proc.stdout.split()
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    names = [r[0] for r in rows]
     assert names[0] == "conv1_1" and names[-1] == "pool5" and len(names) == 37
+    marked = {r[0]: r[1] for r in rows if len(r) > 1}
+    assert marked == {"relu4_2": "default content", **{f"relu{b}_1": "default style"
+                                                       for b in range(1, 6)}}
     proc = run_cli("layers", "--model", "vgg16")
-    names16 = proc.stdout.split()
+    names16 = [line.split("\t")[0] for line in proc.stdout.splitlines()]
     assert proc.returncode == 0 and len(names16) == 31 and "conv3_4" not in names16
+    # the torchvision models' names need no torchvision
+    proc = run_cli("layers", "--model", "resnet50")
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and rows[0] == ["conv1"] and rows[-1] == ["res5c"]
+    assert ["res3d", "default content"] in rows and ["res2a", "default style"] in rows
 
 
 def test_version(run_cli):

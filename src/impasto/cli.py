@@ -70,6 +70,8 @@ def add_config_options(parser, task, defaults=None):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        if default is None and f.metadata.get("default_text"):
+            shown = f.metadata["default_text"]
         help_text = f.metadata["help"]
         if "(default:" not in help_text:
             help_text += f" (default: {shown})"
@@ -129,7 +131,8 @@ def build_parser():
     sub.add_parser("options", help="print every option with its default, as a markdown table",
                    description="Print every option of every task with its default (markdown).")
     lp = sub.add_parser("layers", help="list the layer names of a model",
-                        description="List the layer names of a model, in order.")
+                        description="List the layer names of a model, in order; the second "
+                        "column marks its default content and style layers.")
     lp.add_argument("--model", default=Config().model, choices=list(backbones.MODELS))
     return parser
 
@@ -190,7 +193,8 @@ def options_markdown() -> str:
     for f in dataclasses.fields(Config):
         tasks = f.metadata["tasks"]
         values = {t: getattr(per_task[t], f.name) for t in tasks}
-        fmt = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+        fmt = lambda v: ",".join(map(str, v)) if isinstance(v, list) else (
+            f.metadata.get("default_text") or "None" if v is None else str(v))
         if len({fmt(v) for v in values.values()}) == 1:
             default = fmt(next(iter(values.values())))
         else:
@@ -200,6 +204,30 @@ def options_markdown() -> str:
         rows.append(f"| `--{f.name.replace('_', '-')}` | {', '.join(tasks)} | `{default}` | "
                     f"{text.replace('|', '/')} |")
     return "\n".join(rows)
+
+
+def layers_text(model: str) -> str:
+    """Every layer of ``model``, one a line, its default content/style layers marked."""
+    content, style = backbones.default_layers(model)
+    lines = []
+    for name in backbones.layers(model):
+        marks = [m for m, ds in (("default content", content), ("default style", style))
+                 if name in ds]
+        lines.append(f"{name}\t{', '.join(marks)}" if marks else name)
+    return "\n".join(lines)
+
+
+def _layers_for_model(options: dict, given: dict) -> None:
+    """A record's layers belong to its model: with another --model (and no layers given),
+    layers that model lacks fall back to its defaults."""
+    for name in ("content_layers", "style_layers"):
+        if name in given or options.get(name) is None:
+            continue
+        try:
+            backbones.check_layers(options["model"], options[name])
+        except UserError:
+            options[name] = None
+            options[name.replace("layers", "layer_weights")] = None
 
 
 def options_from_args(args, task) -> dict:
@@ -349,7 +377,10 @@ def run_task(args, argv) -> int:
                         f"{record['task']}' run, not '{task}'")
     options = dict(record["options"]) if record else {}
     options = {k: v for k, v in options.items() if k in config_mod.field_names()}
-    options.update(options_from_args(args, task))
+    given = options_from_args(args, task)
+    options.update(given)
+    if record is not None and "model" in given:
+        _layers_for_model(options, given)
     cfg = Config.for_task(task, **options)
 
     output = imageio.check_writable(args.output)
@@ -581,7 +612,7 @@ def main(argv=None) -> int:
             print(options_markdown())
             return 0
         if args.task == "layers":
-            print("\n".join(backbones.layers(args.model)))
+            print(layers_text(args.model))
             return 0
         if args.task == "sweep":
             return run_sweep(args, argv)

@@ -19,8 +19,11 @@ _STYLED = ("transfer", "texture")
 _CONTENTED = ("transfer", "reconstruct")
 
 
-def _opt(default=None, help="", *, tasks=_ALL, choices=None, factory=None, metavar=None):
-    meta = {"help": help, "tasks": tasks, "choices": choices, "metavar": metavar}
+def _opt(default=None, help="", *, tasks=_ALL, choices=None, factory=None, metavar=None,
+         default_text=None):
+    # default_text: how a None default reads in the help and in `impasto options`
+    meta = {"help": help, "tasks": tasks, "choices": choices, "metavar": metavar,
+            "default_text": default_text}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -36,15 +39,16 @@ class Config:
         1.0, "style image long side as a multiple of the output long side: larger values give "
         "larger brush strokes", tasks=_STYLED)
     # --- objective
-    content_layers: list = _opt(
-        help="layers whose features the output must match (paper names, e.g. relu4_2)",
-        tasks=_CONTENTED, factory=lambda: ["relu4_2"], metavar="LAYER")
+    content_layers: Optional[list] = _opt(
+        None, "layers whose features the output must match (paper names, e.g. relu4_2; "
+        "'impasto layers --model M' lists a model's layers and its defaults)",
+        tasks=_CONTENTED, metavar="LAYER", default_text="the model's (vgg19: relu4_2)")
     content_layer_weights: Optional[list] = _opt(
         None, "one weight per content layer (default: equal)", tasks=_CONTENTED, metavar="W")
-    style_layers: list = _opt(
-        help="layers whose Gram matrices the output must match",
-        tasks=_STYLED, factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
-        metavar="LAYER")
+    style_layers: Optional[list] = _opt(
+        None, "layers whose Gram matrices the output must match",
+        tasks=_STYLED, metavar="LAYER",
+        default_text="the model's (vgg19: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)")
     style_layer_weights: Optional[list] = _opt(
         None, "one weight per style layer (default: equal; each layer's loss is already "
         "normalised by its target's energy)", tasks=_STYLED, metavar="W")
@@ -88,11 +92,14 @@ class Config:
     patience: int = _opt(20, "stop when the loss has stayed above its best for this many steps "
                          "(the best image so far is kept either way)")
     # --- network
-    model: str = _opt("vgg19", "backbone network", choices=("vgg19", "vgg19-torchvision", "vgg16"))
-    weights: Optional[str] = _opt(None, "weights file for the backbone (default: the bundled "
-                                  "Caffe VGG19 for vgg19, the torch.hub cache for the others)",
-                                  metavar="PATH")
-    pooling: str = _opt("max", "pooling in the backbone", choices=("max", "avg"))
+    model: str = _opt("vgg19", "backbone network (resnet50, inception_v3 and mobilenet_v2 need "
+                      "torchvision: pip install impasto[models])",
+                      choices=("vgg19", "vgg19-torchvision", "vgg16", "resnet50", "inception_v3",
+                               "mobilenet_v2"))
+    weights: Optional[str] = _opt(None, "weights file for the backbone, a torchvision-format "
+                                  "state dict (default: the bundled Caffe VGG19 for vgg19, the "
+                                  "torch.hub cache for the others)", metavar="PATH")
+    pooling: str = _opt("max", "pooling in the VGG backbones", choices=("max", "avg"))
     device: str = _opt("auto", "compute device: auto, cpu, cuda, cuda:N or mps", metavar="DEVICE")
     precision: str = _opt("auto", "arithmetic inside the network: auto picks bf16 on CPUs with "
                           "AMX or AVX512-BF16 and on CUDA devices that support it, fp32 elsewhere; "
@@ -105,6 +112,15 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def with_model_layers(self) -> "Config":
+        """This config with the model's default content and style layers wherever the layers
+        are None (not given). The one place the defaults are resolved; a run records them."""
+        from . import backbones
+        content, style = backbones.default_layers(self.model)
+        return self.replace(
+            content_layers=content if self.content_layers is None else self.content_layers,
+            style_layers=style if self.style_layers is None else self.style_layers)
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> "Config":
@@ -165,11 +181,11 @@ class Config:
             bad("seed", f"must be between 0 and 2**63-1, got {self.seed}")
         for layers, weights in (("content_layers", "content_layer_weights"),
                                 ("style_layers", "style_layer_weights")):
-            lay, w = getattr(self, layers), getattr(self, weights)
-            if task in field_tasks(layers) and not lay:
+            lay, w = getattr(self, layers), getattr(self, weights)   # None: the model's
+            if task in field_tasks(layers) and lay is not None and not lay:
                 bad(layers, "needs at least one layer")
             if w is not None:
-                if len(w) != len(lay):
+                if lay is not None and len(w) != len(lay):
                     bad(weights, f"gives {len(w)} weights for {len(lay)} layers "
                         f"({', '.join(lay)}): give one weight per layer")
                 if any((not math.isfinite(x)) or x < 0 for x in w):

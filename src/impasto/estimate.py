@@ -39,6 +39,8 @@ def _layer_plan(model, deepest):
 def step_flops(model, deepest, hw) -> float:
     """Convolution FLOPs of one step: forward and gradient w.r.t. the input (2x forward)."""
     h, w = hw
+    if not backbones.spec(model).is_vgg:   # a shape-only dry run of the torchvision network
+        return 2.0 * backbones.profile(model, deepest, (h, w))[0]
     fwd = sum(2 * cin * cout * 9 * (h // d) * (w // d)
               for kind, cin, cout, d in _layer_plan(model, deepest) if kind == "conv")
     return 2.0 * fwd
@@ -46,6 +48,8 @@ def step_flops(model, deepest, hw) -> float:
 
 def activation_elements(model, deepest, hw) -> float:
     h, w = hw
+    if not backbones.spec(model).is_vgg:   # every module's output; the constants were fitted
+        return backbones.profile(model, deepest, (h, w))[1]   # on VGG19 only
     return float(sum(cout * (h // d) * (w // d) for _, _, cout, d in _layer_plan(model, deepest)))
 
 
@@ -65,7 +69,7 @@ def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - t) / repeats
-    model = "vgg16" if net.arch == "vgg16" else "vgg19"
+    model = getattr(net, "model", None) or ("vgg16" if net.arch == "vgg16" else "vgg19")
     return step_flops(model, deepest, (side, side)) / max(seconds, 1e-9)
 
 

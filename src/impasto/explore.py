@@ -9,12 +9,9 @@ from pathlib import Path
 from . import sweep
 from .config import Config
 
-VGG_BLOCKS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-
-
 def blocks(model: str) -> list[str]:
     """One layer per block of ``model``, shallow to deep: its default style layers."""
-    return list(Config.for_task("texture", model=model).style_layers or VGG_BLOCKS)
+    return list(Config.for_task("texture", model=model).with_model_layers().style_layers)
 
 
 def _for(task: str, options: dict) -> dict:

@@ -218,7 +218,8 @@ def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path, ext: str) -> bo
     same_inputs = rec.get("inputs") == {k: records._rel_input(k, v, outdir)
                                          for k, v in inputs.items()}
     finished = (rec.get("result") or {}).get("stop_reason") not in (None, "interrupted")
-    if rec.get("task") == cell.task and rec.get("options") == cfg.to_dict() and same_inputs \
+    wanted = cfg.with_model_layers().to_dict()   # a record holds the layers it resolved
+    if rec.get("task") == cell.task and rec.get("options") == wanted and same_inputs \
             and finished:
         cell.record = rec
         return True

@@ -204,6 +204,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     the same, and the result is upsampled to start the next scale.
     """
     t0 = time.perf_counter()
+    cfg = cfg.with_model_layers()
     cfg.validate(task)
     if cfg.seed is None:
         cfg = cfg.replace(seed=int.from_bytes(os.urandom(4), "little"))

