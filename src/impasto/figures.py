@@ -221,6 +221,11 @@ def plot_overlay(runs: list, path, title: str = "") -> None:
         ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.grid(True, which="both", alpha=0.25)
+    first = next((h for _, h in runs if h), [])
+    for step, side in _scale_changes(first):   # coarse-to-fine: the loss jumps at each upsampling
+        axes[0].axvline(step, color="grey", ls=":", lw=1)
+        axes[0].text(step, 1.0, f" {side}px", transform=axes[0].get_xaxis_transform(),
+                     va="top", fontsize=8, color="grey")
     axes[0].set_ylabel("total loss")
     axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper right")
     if title:
