@@ -541,7 +541,7 @@ def run_sweep(args, argv) -> int:
     base["seed"] = _seed_for(outdir, base, "sweep", argv)
     prefix = "_".join(_stem(p) for p in args.inputs)
     cells = sweep.sweep_cells(task, base, varies, prefix)
-    sweep.configs(cells)
+    sweep.check_backbones(sweep.configs(cells))
     init_images = _init_images(cells)
     content = images[content_path] if content_path else None
     styles = [images[p] for p in style_paths]
@@ -576,7 +576,7 @@ def run_explore(args, argv) -> int:
     options["seed"] = _seed_for(outdir, options, "explore", argv)
     recon, textures = explore.cells(options, layers)
     cells = recon + textures
-    sweep.configs(cells)
+    sweep.check_backbones(sweep.configs(cells))
     init_images = _init_images(cells)
     inputs = {"reconstruct": {"content": args.content, "styles": []},
               "texture": {"content": None, "styles": [args.style]}}
@@ -590,7 +590,7 @@ def run_explore(args, argv) -> int:
     finally:
         written = sweep.write_summaries(cells, None, outdir, ".png", "", args.tile)
         size = Config.for_task("reconstruct", **explore._for("reconstruct", options)).size
-        for name, row, source, label, what in (
+        for name, row, source, label, what in () if not written else (
                 ("reconstructions.png", recon, content, "original",
                  f"Content reconstructed from one layer's features, from noise ({model}, "
                  f"{size} px, seed {options['seed']})"),

@@ -201,6 +201,14 @@ def configs(cells: list[Cell]) -> list[Config]:
     return out
 
 
+def check_backbones(cfgs: list[Config]) -> None:
+    """Every network the runs need can be had (torchvision, weights), checked before the first
+    run, so a sweep over models does not stop after hours at the first missing file."""
+    from . import backbones
+    for model, weights in sorted({(c.model, c.weights or "") for c in cfgs}):
+        backbones.check_available(model, weights or None)
+
+
 def _read_record(path: Path):
     try:
         return json.loads(path.read_text())
@@ -241,6 +249,7 @@ def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *, e
     from . import figures, image as imageio, record as records, tasks
 
     cfgs = configs(cells)
+    check_backbones(cfgs)
     init_images = init_images or {}
     for n, (cell, cfg) in enumerate(zip(cells, cfgs), start=1):
         task_inputs = dict(inputs[cell.task])
@@ -354,6 +363,8 @@ def write_summaries(cells, varies, outdir: Path, ext: str, title: str, tile: int
     """The CSV, the contact sheet and (with matplotlib) the loss overlay; returns the paths."""
     from . import figures, image as imageio
     written = []
+    if not any(c.record for c in cells):   # nothing made (yet): no empty figures
+        return written
     text = csv_text(cells, varies)
     imageio.atomic_write(outdir / "results.csv", lambda fh: fh.write(text.encode()))
     written.append(outdir / "results.csv")

@@ -133,6 +133,13 @@ def profile(model: str, last: str, hw) -> tuple[float, float]:
     return tvm.profile(arch_of(model), last, hw)
 
 
+def check_available(model: str, weights_path: str | None = None) -> None:
+    """UserError now if ``model`` cannot be built: torchvision missing, or no weights file."""
+    if not spec(model).is_vgg:
+        tvm.import_torchvision(model)
+    weights.locate(model, weights_path)
+
+
 def build(model: str, used_layers, pooling: str = "max", weights_path: str | None = None,
           device: torch.device | str = "cpu"):
     """A frozen backbone that computes ``used_layers`` and nothing deeper, and its weights id."""

@@ -222,6 +222,19 @@ def load(model: str, blocks: tuple, weights: str | None) -> tuple[dict, str]:
     return convert(_torch_load(path), blocks, str(path)), file_id(path)
 
 
+def locate(model: str, weights: str | None) -> Path:
+    """The weights file ``model`` would load (downloading it when missing), or UserError; for
+    checking, before a long series of runs, that every run's network can be had."""
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"--weights {weights}: no such file")
+        return path
+    if model == "vgg19":
+        return bundled_vgg19_path()
+    return fetch(HUB_URLS[model])
+
+
 def load_raw(model: str, weights: str | None) -> tuple[dict, str, str]:
     """A torchvision-format state dict for ``model`` as saved (keys unchanged), its id and its
     source path: from ``weights`` if given, else the torch.hub cache (downloaded when missing)."""
