@@ -14,3 +14,5 @@ impasto sweep $C $S -o $E/optimizer --vary optimizer:lr=lbfgs:1,adam:0.01,adam:0
 impasto explore $C $S -o $E/layers --size 192 --steps 200 --seed 1
 impasto sweep $C $S -o $E/content_layer --vary content_layers=relu2_2,relu3_2,relu4_2,relu5_2 --size 192 --steps 200 --seed 1
 impasto sweep $C $S -o $E/pooling --vary pooling=max,avg --size 192 --steps 200 --seed 1
+impasto sweep --task texture $S -o $E/texture_optimizer --vary style_layers=relu1_1,relu1_1+relu2_1 --vary optimizer:lr=lbfgs:1,adam:0.03 --size 192 --steps 200 --seed 1
+impasto sweep $C $S -o $E/style_layers --vary style_layers=relu1_1,relu1_1+relu2_1,relu1_1+relu2_1+relu3_1,relu1_1+relu2_1+relu3_1+relu4_1,relu1_1+relu2_1+relu3_1+relu4_1+relu5_1 --size 192 --steps 200 --seed 1
