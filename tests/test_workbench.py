@@ -145,9 +145,17 @@ def test_contact_sheet_prints_labels_under_tiles_and_marks_missing_ones():
 
 
 def test_long_labels_wrap_to_the_tile_width():
-    sheet = figures.contact_sheet([[figures.Tile(_solid(COLOURS[1]), (
-        "style_layers relu1_1+relu2_1+relu3_1+relu4_1+relu5_1 and more words here",))]], tile=64)
-    assert sheet.size[0] < 64 + 3 * 10 + 1
+    label = "sl relu1_1+relu2_1+relu3_1+relu4_1+relu5_1 and more words here"
+    one = figures.contact_sheet([[figures.Tile(_solid(COLOURS[1]), (label,))]], tile=64)
+    two = figures.contact_sheet([[figures.Tile(_solid(COLOURS[1]), (label,)),
+                                  figures.Tile(_solid(COLOURS[2]), (label,))]], tile=64,
+                                col_labels=["style_layers = " + label.split()[1]] * 2)
+    assert one.size[0] < 64 + 3 * 10 + 1
+    # no text runs past its tile into the next column: the gap between the tiles stays blank
+    gray = np.asarray(two.convert("L"))
+    left, right = _find(two, COLOURS[1])[1], _find(two, COLOURS[2])[1]
+    gap = gray[:, left[2] + 2: right[0] - 1]
+    assert gap.size and (gap < 200).sum() == 0
 
 
 # ----------------------------------------------------------------------------- loss plots

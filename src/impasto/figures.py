@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,30 @@ def _fit(image: Image.Image, box: int) -> Image.Image:
                                        Image.Resampling.LANCZOS)
 
 
+def _pieces(draw, word, fnt, width):
+    """A word too wide for ``width`` cut after '+' or ',' where it can be, else anywhere."""
+    if _text_size(draw, word, fnt)[0] <= width:
+        return [word]
+    out, cur = [], ""
+    for part in re.split(r"(?<=[+,])", word):
+        if cur and _text_size(draw, cur + part, fnt)[0] > width:
+            out.append(cur)
+            cur = ""
+        cur += part
+        while _text_size(draw, cur, fnt)[0] > width and len(cur) > 1:
+            cut = len(cur) - 1
+            while cut > 1 and _text_size(draw, cur[:cut], fnt)[0] > width:
+                cut -= 1
+            out.append(cur[:cut])
+            cur = cur[cut:]
+    return out + ([cur] if cur else [])
+
+
 def _wrap(draw, text, fnt, width):
-    """Break ``text`` at spaces so each line fits ``width`` pixels (a long word stays whole)."""
-    words, lines, line = text.split(" "), [], ""
+    """Break ``text`` at spaces (and long words after '+' or ',') so each line fits ``width``
+    pixels."""
+    words = [p for w in text.split(" ") for p in _pieces(draw, w, fnt, width)]
+    lines, line = [], ""
     for word in words:
         trial = f"{line} {word}".strip()
         if line and _text_size(draw, trial, fnt)[0] > width:
