@@ -236,8 +236,8 @@ def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path, ext: str) -> bo
 
 def loss_weights(options: dict) -> dict:
     """The weight of each loss term in the total, from a run's options."""
-    return {"content": options.get("content_weight", 0.0), "style": options.get("style_weight", 0.0),
-            "tv": options.get("tv_weight", 0.0)}
+    return {t: options[f"{t}_weight"] for t in ("content", "style", "tv", "temporal")
+            if options.get(f"{t}_weight") is not None}
 
 
 def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *, ext=".png",
