@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "transfer": "Paint CONTENT in the style of STYLE (Gatys et al. 2016).",
     "reconstruct": "Reconstruct CONTENT from its features at one layer, starting from noise.",
     "texture": "Synthesise a texture with the style statistics of STYLE, starting from noise.",
+    "video": "Stylise a video with temporal consistency, optionally a style per moving object.",
 }
 
 
@@ -110,6 +111,10 @@ def build_parser():
     sub.required = True
     for task in TASKS:
         p = sub.add_parser(task, help=DESCRIPTIONS[task], description=DESCRIPTIONS[task])
+        if task == "video":   # its own positionals, regions and run options: see video_cli
+            from . import video_cli
+            video_cli.add_arguments(p, add_config_options)
+            continue
         for name, nargs, help_text in POSITIONALS[task]:
             p.add_argument(name, nargs=nargs or "?", help=help_text)
         if task == "transfer":
@@ -362,6 +367,9 @@ def main(argv=None) -> int:
         if args.task == "layers":
             print("\n".join(backbones.layers(args.model)))
             return 0
+        if args.task == "video":
+            from .video_cli import run_video
+            return run_video(args, argv)
         return run_task(args, argv)
     except UserError as e:
         print(f"impasto: error: {e}", file=sys.stderr)
