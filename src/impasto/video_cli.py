@@ -53,14 +53,15 @@ class FrameProgress:
         self.count, self.stream, self.quiet = count, stream, quiet
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.start = time.perf_counter()
-        self.computed = 0          # frames computed in this run (not resumed)
+        self.computed = 0          # later frames computed in this run (not resumed)
         self.computed_s = 0.0
+        self.first_s = None        # the first frame (the full budget) is timed apart
         self.remaining = count
 
     def eta(self):
-        if not self.computed:
+        if not self.computed and self.first_s is None:
             return ""
-        per = self.computed_s / self.computed
+        per = self.computed_s / self.computed if self.computed else self.first_s
         from .cli import _duration
         return f" eta {_duration(per * self.remaining)}"
 
@@ -75,7 +76,9 @@ class FrameProgress:
 
     def frame(self, f):
         self.remaining -= 1
-        if not f.resumed:
+        if not f.resumed and f.index == 0:
+            self.first_s = f.seconds
+        elif not f.resumed:
             self.computed += 1
             self.computed_s += f.seconds
         if self.quiet:
@@ -123,7 +126,6 @@ class WorkFolder:
         return self.path / f"{i + 1:06d}.png"
 
     def open(self, key, seed, restart, say):
-        from .image import atomic_write  # noqa: F401  (for write_state)
         old = None
         if self.state_path.is_file():
             try:
@@ -245,8 +247,6 @@ def run_video(args, argv) -> int:
         return None
 
     progress = FrameProgress(source.count, quiet=args.quiet)
-    for i in done:
-        progress.remaining -= 0       # counted as they stream past
     h, w = imageio.fit_size(source.size[1], source.size[0], cfg.size)
     say(f"impasto: {source.count} frames of {w}x{h} at {source.fps:g} fps from {args.input}; "
         f"first frame {cfg.steps} steps, then "
