@@ -146,7 +146,7 @@ def test_first_mask_propagation_follows_a_translating_square():
     prev = pil_to_tensor(frames[0])
     for i in range(1, len(frames)):
         cur = pil_to_tensor(frames[i])
-        labels = video.propagate_labels(labels, flow.flow(prev, cur))
+        labels = video.propagate_labels(labels, flow.flow(prev, cur), prev, cur)
         prev = cur
         got, true = labels[1].numpy() > 0.5, masks[i]
         iou = (got & true).sum() / (got | true).sum()

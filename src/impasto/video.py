@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -56,57 +57,59 @@ def _onehot(labels: torch.Tensor, k: int) -> torch.Tensor:
     return F.one_hot(labels, k).permute(2, 0, 1).float()      # (K, H, W)
 
 
-def _fit_affine(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor | None:
-    """Least-squares 2x3 affine map src -> dst ((N, 2) points), refitted once without the
-    points it fits worst; None with fewer than 3 points."""
-    if src.shape[0] < 3:
-        return None
-    keep = torch.ones(src.shape[0], dtype=torch.bool)
-    a = None
-    for _ in range(2):
-        x = torch.cat([src[keep], torch.ones(int(keep.sum()), 1)], 1).double()
-        a = torch.linalg.lstsq(x, dst[keep].double()).solution.T.float()     # (2, 3)
-        res = (torch.cat([src, torch.ones(src.shape[0], 1)], 1) @ a.T - dst).norm(dim=1)
-        keep = res <= max(1.0, float(res.median()) * 3)
-        if int(keep.sum()) < 3:
-            break
-    return a
+def _match_shift(prev: torch.Tensor, cur: torch.Tensor, mask: torch.Tensor, guess) -> tuple:
+    """The whole-pixel shift (dx, dy) near ``guess`` that best lays the pixels of ``prev``
+    under ``mask`` (H, W bool) onto ``cur``: masked template matching (sum of squared
+    differences) within a window of a quarter of the region's size around the guess."""
+    import cv2
+
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    h, w = mask.shape
+    r = max(3, int(0.25 * max(y1 - y0, x1 - x0)))
+    gx, gy = int(round(guess[0])), int(round(guess[1]))
+    sy0, sy1 = max(0, y0 + gy - r), min(h, y1 + gy + r)
+    sx0, sx1 = max(0, x0 + gx - r), min(w, x1 + gx + r)
+    if sy1 - sy0 < y1 - y0 or sx1 - sx0 < x1 - x0:
+        return float(guess[0]), float(guess[1])           # too near the edge to search
+    to_np = lambda t: np.ascontiguousarray(t[0].permute(1, 2, 0).float().numpy())
+    templ = to_np(prev[..., y0:y1, x0:x1])
+    search = to_np(cur[..., sy0:sy1, sx0:sx1])
+    m = np.ascontiguousarray(np.repeat(mask[y0:y1, x0:x1].float().numpy()[:, :, None], 3, 2))
+    score = cv2.matchTemplate(search, templ, cv2.TM_SQDIFF, mask=m)
+    _, _, (bx, by), _ = cv2.minMaxLoc(score)
+    return float(sx0 + bx - x0), float(sy0 + by - y0)
 
 
-def propagate_labels(onehot: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
-    """Carry hard region labels (K, H, W) one frame on along the forward flow ``fwd`` (previous
-    frame -> this one).
+def propagate_labels(onehot: torch.Tensor, fwd: torch.Tensor, prev: torch.Tensor = None,
+                     cur: torch.Tensor = None) -> torch.Tensor:
+    """Carry hard region labels (K, H, W) one frame on, from frame ``prev`` to ``cur``
+    ((1, 3, H, W)), with the forward flow ``fwd`` between them.
 
     The largest region is the background. Every other region (a moving object) moves as one
-    piece: an affine map fitted to the forward flow inside it (its edge left out, where flow
-    is least reliable) carries its mask on, and the background takes the rest. A per-pixel
-    warp would instead smear an object's label into the background it uncovers, and that
-    error would then travel with the background.
+    piece: its shift is the median optical flow inside it, refined by matching the region's
+    pixels within a few pixels of that (flow inside a flat object drifts toward the motion
+    around it); the background takes the rest. A per-pixel warp would instead smear an
+    object's label into the background it uncovers, and that error would then travel with
+    the background.
     """
     k, h, w = onehot.shape
     if k == 1:
         return onehot.clone()
     background = int(onehot.sum((1, 2)).argmax())
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
-                            torch.arange(w, dtype=torch.float32), indexing="ij")
-    grid = torch.stack([xs, ys], -1).view(-1, 2)                 # (H*W, 2) x, y
-    moved = fwd[0].cpu().permute(1, 2, 0).reshape(-1, 2)         # flow at each pixel
     labels = torch.full((h, w), background, dtype=torch.long)
+    f = fwd[0].cpu()
     for j in range(k):
-        if j == background or not onehot[j].any():
+        region = onehot[j] > 0.5
+        if j == background or not region.any():
             continue
-        inner = -F.max_pool2d(-onehot[j][None, None], 5, stride=1, padding=2)[0, 0] > 0.5
-        sel = (inner if inner.sum() >= 3 else onehot[j] > 0.5).view(-1)
-        a = _fit_affine(grid[sel], grid[sel] + moved[sel])
-        if a is None:
-            continue
-        # where each pixel of this frame was in the previous one: the inverse map
-        full = torch.cat([a, torch.tensor([[0.0, 0.0, 1.0]])])
-        inv = torch.linalg.inv(full.double()).float()[:2]
-        back = torch.cat([grid, torch.ones(h * w, 1)], 1) @ inv.T - grid      # (H*W, 2)
-        bwd = back.view(h, w, 2).permute(2, 0, 1).unsqueeze(0)
-        carried = flowmod.warp(onehot[j][None, None], bwd)[0, 0]
-        inside = ~flowmod.outside(bwd)[0, 0]
+        dx, dy = float(f[0][region].median()), float(f[1][region].median())
+        if prev is not None and cur is not None:
+            dx, dy = _match_shift(prev, cur, region, (dx, dy))
+        shift = torch.zeros(1, 2, h, w)
+        shift[:, 0], shift[:, 1] = -dx, -dy
+        carried = flowmod.warp(onehot[j][None, None], shift)[0, 0]
+        inside = ~flowmod.outside(shift)[0, 0]
         labels[(carried > 0.5) & inside] = j
     return _onehot(labels, k)
 
@@ -178,7 +181,7 @@ def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, mas
                     first = F.interpolate(first[None], size=hw, mode="nearest")[0]
                     labels = _onehot(first.argmax(0), first.shape[0])
                 else:
-                    labels = propagate_labels(labels, fwd)
+                    labels = propagate_labels(labels, fwd, prev_c, content)
                 frame_masks = soft_masks(labels)
             regions = [(m, list(ss), b) for m, (ss, b) in zip(frame_masks, region_styles)]
         else:
