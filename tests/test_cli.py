@@ -397,7 +397,7 @@ def test_docs_options_table_is_generated_from_the_config():
     from impasto.cli import options_markdown
     doc = Path(__file__).resolve().parents[1] / "docs" / "options.md"
     assert doc.read_text().strip() == options_markdown().strip()
-    assert "| `--style-weight` | transfer, texture |" in doc.read_text()
+    assert "| `--style-weight` | transfer, texture, video |" in doc.read_text()
 
 
 def test_progress_eta_weights_steps_by_their_pixels():

@@ -38,6 +38,8 @@ def run(task: str, content=None, style=None, *, callback=None, init_image=None, 
     ``style`` is an image or a list of images (blended with ``style_blend``); ``regions`` a
     list of (mask, styles, blend) for a style per region (see ``impasto.tasks.run``)."""
     from .config import TASKS
+    if task == "video":
+        raise UserError("video runs go through impasto.video.stylise (frames in, frames out)")
     if task not in TASKS:
         raise UserError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
     styles = [] if style is None else (list(style) if isinstance(style, (list, tuple)) else [style])

@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "transfer": "Paint CONTENT in the style of STYLE (Gatys et al. 2016).",
     "reconstruct": "Reconstruct CONTENT from its features at one layer, starting from noise.",
     "texture": "Synthesise a texture with the style statistics of STYLE, starting from noise.",
+    "video": "Stylise a video with temporal consistency, optionally a style per moving object.",
 }
 
 
@@ -114,6 +115,10 @@ def build_parser():
     sub.required = True
     for task in TASKS:
         p = sub.add_parser(task, help=DESCRIPTIONS[task], description=DESCRIPTIONS[task])
+        if task == "video":   # its own positionals, regions and run options: see video_cli
+            from . import video_cli
+            video_cli.add_arguments(p, add_config_options)
+            continue
         for name, nargs, help_text in POSITIONALS[task]:
             p.add_argument(name, nargs=nargs or "?", help=help_text)
         if task == "transfer":
@@ -159,8 +164,8 @@ def add_sweep_parser(sub):
                        "terms, steps, seconds) and losses.png (every run's loss curve).")
     p.add_argument("inputs", nargs="*", metavar="IMAGE", help="CONTENT STYLE [STYLE ...] for "
                    "transfer, CONTENT for reconstruct, STYLE for texture")
-    p.add_argument("--task", dest="sweep_task", choices=TASKS, default="transfer", help="what each run does "
-                   "(default: transfer)")
+    p.add_argument("--task", dest="sweep_task", choices=("transfer", "reconstruct", "texture"),
+                   default="transfer", help="what each run does (default: transfer)")
     p.add_argument("--vary", action="append", required=True, metavar="NAME=V1,V2",
                    help="an option and its values, e.g. style_weight=1e2,1e3,1e4 or "
                    "init=content,gaussian; list values join items with +, e.g. "
@@ -618,6 +623,9 @@ def main(argv=None) -> int:
             return run_sweep(args, argv)
         if args.task == "explore":
             return run_explore(args, argv)
+        if args.task == "video":
+            from .video_cli import run_video
+            return run_video(args, argv)
         return run_task(args, argv)
     except UserError as e:
         print(f"impasto: error: {e}", file=sys.stderr)

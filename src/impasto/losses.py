@@ -116,6 +116,16 @@ def tv_loss(image: torch.Tensor, norm: str = "squared") -> torch.Tensor:
     raise ValueError(f"unknown total-variation norm {norm!r}")
 
 
+def temporal_loss(image: torch.Tensor, warped_prev: torch.Tensor,
+                  weight_mask: torch.Tensor) -> torch.Tensor:
+    """Ruder et al.'s short-term temporal loss: the mean over pixels and channels of
+    c·(x − ω)², ``warped_prev`` ω the previous stylised frame warped onto this one and
+    ``weight_mask`` c (N, 1, H, W) in [0, 1], 0 where the warp is not trusted (occlusions,
+    motion boundaries). In float32."""
+    diff = (image.float() - warped_prev.float()).pow(2)
+    return (weight_mask.float() * diff).mean()
+
+
 def _normalised(weights, n):
     w = [1.0] * n if weights is None else [float(x) for x in weights]
     total = sum(w)
@@ -166,7 +176,12 @@ class Objective:
     def __init__(self, backbone, *, content=None, styles=(), style_blend=None, regions=None,
                  content_layers=(), content_layer_weights=None,
                  style_layers=(), style_layer_weights=None, style_stat="gram",
-                 content_weight=1.0, style_weight=1.0, tv_weight=0.0, tv_norm="squared"):
+                 content_weight=1.0, style_weight=1.0, tv_weight=0.0, tv_norm="squared",
+                 temporal=None, temporal_weight=0.0):
+        # video: (warped previous output, consistency weights) for ``temporal_loss``
+        self.temporal = temporal if temporal is not None and temporal_weight > 0 else None
+        self.temporal_weight = temporal_weight
+        self.terms = self.TERMS + (("temporal",) if self.temporal is not None else ())
         if regions is None:
             regions = [Region(None, styles, style_blend)] if styles else []
         self.regions = [r for r in regions]
@@ -228,4 +243,8 @@ class Objective:
                     style = style + (self.region_w[i] * w) * layer_loss
         tv = tv_loss(image, self.tv_norm) if self.tv_weight > 0 else zero
         total = self.content_weight * content + self.style_weight * style + self.tv_weight * tv
+        if self.temporal is not None:
+            temporal = temporal_loss(image, *self.temporal)
+            total = total + self.temporal_weight * temporal
+            return total, torch.stack([content, style, tv, temporal]).detach()
         return total, torch.stack([content, style, tv]).detach()

@@ -188,7 +188,7 @@ def _mask_tensor(mask) -> torch.Tensor:
 
 
 def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callback=None,
-        regions=None, on_plan=None) -> Result:
+        regions=None, on_plan=None, temporal=None) -> Result:
     """Run ``task`` with ``cfg``. ``content``/``styles`` are images (tensors or PIL).
 
     ``init_image`` replaces ``cfg.init`` when given (an image read by the caller).
@@ -202,6 +202,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     The run goes coarse to fine (see ``schedule``): at each scale the content, style images and
     masks are resized with the output, so the style's stroke size relative to the image stays
     the same, and the result is upsampled to start the next scale.
+
+    ``temporal`` (video): (warped previous output, consistency weights (1, 1, H, W), weight)
+    adds ``weight · temporal_loss`` (see ``impasto.video``), resized with each scale.
     """
     t0 = time.perf_counter()
     cfg = cfg.with_model_layers()
@@ -283,9 +286,10 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
             style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
             style_stat=cfg.style_loss, content_weight=cfg.content_weight,
-            style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+            style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm,
+            **_temporal_at(temporal, hw, device))
         settings.steps = steps
-        outcome = minimise(x.to(device), objective, settings, term_names=Objective.TERMS,
+        outcome = minimise(x.to(device), objective, settings, term_names=objective.terms,
                            callback=callback, step_offset=done, total_steps=cfg.steps,
                            start=start)
         for h in outcome.history:
@@ -305,3 +309,16 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
                   [list(p) for p in plan])
+
+
+def _temporal_at(temporal, hw, device) -> dict:
+    """The Objective's temporal arguments at one scale (video frames after the first)."""
+    if temporal is None:
+        return {}
+    warped, weights, weight = temporal
+    warped = imageio.resize(warped, hw).to(device)
+    if tuple(weights.shape[-2:]) != tuple(hw):
+        weights = F.interpolate(weights.float(), size=hw, mode="area" if weights.shape[-1] > hw[1]
+                                else "bilinear", **({} if weights.shape[-1] > hw[1]
+                                                    else {"align_corners": False}))
+    return {"temporal": (warped, weights.to(device)), "temporal_weight": weight}
