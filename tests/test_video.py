@@ -329,9 +329,12 @@ FAST = ["--size", "48", "--steps", "12", "--frame-steps", "6", "--precision", "f
 def test_video_end_to_end_then_resume(run_cli, video_files):
     f = video_files
     out = f["out"] / "styled.mp4"
-    proc = run_cli("video", f["clip"], f["style"], "-o", out, *FAST)
+    proc = run_cli("video", f["clip"], f["style"], "-o", out, *FAST, "--plot")
     assert proc.returncode == 0, proc.stderr
-    assert leftovers(f["out"]) == ["styled.json", "styled.mp4"]          # work folder removed
+    # work folder removed; the per-frame loss and flicker plot written
+    assert leftovers(f["out"]) == ["styled.json", "styled.mp4", "styled_loss.png"]
+    with Image.open(f["out"] / "styled_loss.png") as plot:
+        assert plot.format == "PNG" and plot.size[0] > 400
     src = video_io.open_source(out)
     assert src.count == 4 and src.size == (48, 36) and src.fps == pytest.approx(8, rel=0.05)
     rec = json.loads((f["out"] / "styled.json").read_text())

@@ -255,3 +255,32 @@ def plot_overlay(runs: list, path, title: str = "") -> None:
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
+
+
+def plot_frames(frames: list, weights: dict, path, title: str = "") -> None:
+    """A video run's final loss terms (each times its weight) per frame, and its temporal
+    error per frame (the flicker figure), ``frames`` the per-frame entries of its record."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    index = list(range(1, len(frames) + 1))
+    for name, w in weights.items():
+        ys = [(f.get("terms") or {}).get(name) for f in frames]
+        if w > 0 and any(ys):
+            axes[0].plot(index, _positive([y * w if y is not None else None for y in ys]),
+                         marker=".", label=f"{name} x {w:g}")
+    axes[0].plot(index, _positive([f.get("loss") for f in frames]), marker=".", lw=2.0,
+                 label="total")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("final loss (weighted)")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(index, [f.get("temporal_error") if f.get("temporal_error") is not None
+                         else math.nan for f in frames], marker="o", color="black")
+    axes[1].set_ylabel("temporal error (to the previous frame)")
+    for ax in axes:
+        ax.set_xlabel("frame")
+        ax.grid(True, which="both", alpha=0.25)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

@@ -42,6 +42,9 @@ def add_arguments(parser, add_config_options):
     run.add_argument("--restart", action="store_true", help="discard the finished frames of an "
                      "earlier run of this output and start over")
     run.add_argument("--quiet", action="store_true", help="no progress or summary")
+    run.add_argument("--plot", action="store_true", help="also plot each frame's final loss "
+                     "terms and temporal error (OUTPUT_loss.png; needs matplotlib: pip install "
+                     "'impasto[plot]')")
 
 
 # ----------------------------------------------------------------------------- progress
@@ -222,6 +225,9 @@ def run_video(args, argv) -> int:
         raise UserError("impasto video: give an INPUT video (a file, a folder of frames or a "
                         "glob)")
     output = Path(args.output)
+    if args.plot:
+        from . import figures
+        figures.require_plotting()
     kind = video_io.output_kind(output)
     source = video_io.open_source(args.input, cfg.fps, cfg.start, cfg.duration)
     styles_paths = list(args.styles or [])
@@ -324,6 +330,10 @@ def run_video(args, argv) -> int:
     rec_path = output.parent / (output.name + ".json") if kind == "folder" else \
         records.record_path(output)
     records.write(rec, rec_path)
+    if args.plot:
+        from . import figures, sweep
+        figures.plot_frames(metas, sweep.loss_weights(rec["options"]),
+                            output.parent / f"{output.stem}_loss.png", title=output.name)
     shutil.rmtree(work.path, ignore_errors=True)
     if not args.quiet:
         spf = rec["result"]["seconds_per_frame"]
