@@ -26,6 +26,7 @@ import importlib
 import torch
 import torch.nn as nn
 
+from .base import Backbone
 from ..errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -161,7 +162,7 @@ def _truncate(model: nn.Module, arch: str, last: str) -> nn.Module:
     return model
 
 
-class TorchvisionBackbone(nn.Module):
+class TorchvisionBackbone(Backbone):
     """A torchvision classifier cut after layer ``last``, with named layers.
 
     ``self.net`` is the torchvision model itself with every module past ``last`` deleted, so
@@ -189,13 +190,6 @@ class TorchvisionBackbone(nn.Module):
         self.autocast_dtype = None
         self.relu = nn.ReLU(inplace=False)   # resnet's relu1; torchvision's is in-place and
         #                                      would overwrite the conv1 output we return
-
-    def set_precision(self, dtype) -> "TorchvisionBackbone":
-        """Run the network under autocast in ``dtype`` (None: float32), channels_last inside."""
-        self.autocast_dtype = dtype
-        if dtype is not None and self.mean.device.type in ("cpu", "cuda"):
-            self.to(memory_format=torch.channels_last)
-        return self
 
     def load_weights(self, state_dict: dict, source: str) -> None:
         """Assign torchvision-format weights (``layer1.0.conv1.weight`` ...) to the kept

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .base import Backbone
 from ..errors import UserError, closest
 
 BLOCKS = {"vgg19": (2, 2, 4, 4, 4), "vgg16": (2, 2, 3, 3, 3)}
@@ -29,7 +30,7 @@ def layer_names(blocks) -> list[str]:
     return names
 
 
-class VGG(nn.Module):
+class VGG(Backbone):
     """A VGG feature extractor up to ``last`` with named layers.
 
     ``features(image, names)`` takes an RGB image in [0, 1] and returns the activations of the
@@ -60,13 +61,6 @@ class VGG(nn.Module):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         self.autocast_dtype = None  # set by set_precision
-
-    def set_precision(self, dtype) -> "VGG":
-        """Run convolutions under autocast in ``dtype`` (None: float32), channels_last inside."""
-        self.autocast_dtype = dtype
-        if dtype is not None and self.mean.device.type in ("cpu", "cuda"):
-            self.to(memory_format=torch.channels_last)
-        return self
 
     def load_weights(self, state_dict: dict, source: str) -> None:
         wanted = {f"{n}.{p}" for n in self.convs for p in ("weight", "bias")}
