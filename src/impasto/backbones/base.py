@@ -17,3 +17,12 @@ class Backbone(nn.Module):
         if dtype is not None and self.mean.device.type in ("cpu", "cuda"):
             self.to(memory_format=torch.channels_last)
         return self
+
+    def _input(self, image: torch.Tensor, names) -> tuple[torch.Tensor, int]:
+        """The network's input for ``image`` (channels_last under autocast) and the index of
+        the deepest of ``names`` in ``self.names``."""
+        deepest = max(self.names.index(n) for n in names)
+        x = self.preprocess(image)
+        if self.autocast_dtype is not None and x.device.type in ("cpu", "cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, deepest

@@ -224,10 +224,7 @@ class TorchvisionBackbone(Backbone):
 
     def features(self, image: torch.Tensor, names) -> dict:
         wanted = set(names)
-        deepest = max(self.names.index(n) for n in wanted)
-        x = self.preprocess(image)
-        if self.autocast_dtype is not None and x.device.type in ("cpu", "cuda"):
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, deepest = self._input(image, wanted)
         out = {}
         autocast = (torch.autocast(x.device.type, dtype=self.autocast_dtype)
                     if self.autocast_dtype is not None else contextlib.nullcontext())

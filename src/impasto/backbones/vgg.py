@@ -82,10 +82,7 @@ class VGG(Backbone):
 
     def features(self, image: torch.Tensor, names) -> dict:
         wanted = set(names)
-        deepest = max(self.names.index(n) for n in wanted)
-        x = self.preprocess(image)
-        if self.autocast_dtype is not None and x.device.type in ("cpu", "cuda"):
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, deepest = self._input(image, wanted)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
             return self._run(x, wanted, deepest)
