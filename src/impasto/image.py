@@ -5,6 +5,7 @@ Inside impasto an image is a float32 tensor of shape (1, 3, H, W), RGB, values i
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -134,18 +135,20 @@ def check_writable(path) -> Path:
     return path
 
 
-def atomic_write(path, write_fn, binary=True) -> None:
-    """Write through a temporary file in the same folder and rename it into place,
-    so a reader never sees a half-written file."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary file name beside ``path`` to write to; renamed into place when the block
+    ends without an error and removed when it does not, so a reader never sees a half-written
+    file. For writers that want a file name (a video muxer) rather than a file object."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
+    os.close(fd)
     try:
+        yield tmp
         try:
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         except OSError:
             pass
-        with os.fdopen(fd, "wb" if binary else "w") as fh:
-            write_fn(fh)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -153,6 +156,12 @@ def atomic_write(path, write_fn, binary=True) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write(path, write_fn, binary=True) -> None:
+    """Write through a temporary file in the same folder and rename it into place."""
+    with atomic_path(path) as tmp, open(tmp, "wb" if binary else "w") as fh:
+        write_fn(fh)
 
 
 def save(image, path, metadata: dict | None = None) -> None:

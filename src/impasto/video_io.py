@@ -252,10 +252,8 @@ def _write_gif(frames, path: Path, fps: float) -> str:
 def _write_movie(frames, path: Path, fps: float, audio_from: Optional[Source]) -> str:
     av = _av()
     fmt = MOVIE_OUT[path.suffix.lower()]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
     note = ""
-    try:
+    with imageio.atomic_path(path) as tmp:
         rate = Fraction(fps).limit_denominator(1001)
         with av.open(tmp, "w", format=fmt) as out:
             stream = out.add_stream("libx264", rate=rate)
@@ -292,14 +290,6 @@ def _write_movie(frames, path: Path, fps: float, audio_from: Optional[Source]) -
                 container_in.close()
         if n == 0:
             raise UserError(f"{path}: no frames to write")
-        os.chmod(tmp, 0o666 & ~imageio._UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return note
 
 
