@@ -193,6 +193,34 @@ def _save(fig, path) -> None:
     atomic_write(Path(path), lambda fh: fh.write(data))
 
 
+def _loss_axes(axes, history, ylabel, mark_seconds=True):
+    """Log scale, labels and grid of a (step, seconds) pair of axes, and a dotted line where
+    coarse to fine changes scale in ``history`` (the loss jumps at each upsampling); on the
+    seconds axis too with ``mark_seconds`` (runs of one figure change scale at one step, not
+    at one time)."""
+    for ax, label in ((axes[0], "step"), (axes[1], "seconds")):
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.grid(True, which="both", alpha=0.25)
+    by_step = {h["step"]: h["time"] for h in history}
+    for step, side in _scale_changes(history):
+        axes[0].axvline(step, color="grey", ls=":", lw=1)
+        if mark_seconds:
+            axes[1].axvline(by_step[step], color="grey", ls=":", lw=1)
+        axes[0].text(step, 1.0, f" {side}px", transform=axes[0].get_xaxis_transform(),
+                     va="top", fontsize=8, color="grey")
+    axes[0].set_ylabel(ylabel)
+    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper right")
+
+
+def _finish(fig, plt, path, title):
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 def plot_history(history: list, weights: dict, path, title: str = "") -> None:
     """Loss terms (each times its weight) and the total against step and against seconds,
     on a log scale, with the coarse-to-fine scale changes marked; written to ``path``."""
@@ -200,30 +228,17 @@ def plot_history(history: list, weights: dict, path, title: str = "") -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     steps = [h["step"] for h in history]
     times = [h["time"] for h in history]
+    weighted = [weighted_terms(h, weights) for h in history]
     series = {"total": [h["loss"] for h in history]}
     for name in weights:
-        parts = [weighted_terms(h, weights).get(name) for h in history]
+        parts = [w.get(name) for w in weighted]
         if any(p for p in parts):
             series[f"{name} x {weights[name]:g}"] = parts
-    for ax, xs, label in ((axes[0], steps, "step"), (axes[1], times, "seconds")):
+    for ax, xs in ((axes[0], steps), (axes[1], times)):
         for name, ys in series.items():
             ax.plot(xs, _positive(ys), label=name, lw=2.0 if name == "total" else 1.2)
-        ax.set_yscale("log")
-        ax.set_xlabel(label)
-        ax.grid(True, which="both", alpha=0.25)
-    by_step = {h["step"]: h["time"] for h in history}
-    for step, side in _scale_changes(history):
-        for ax, x in ((axes[0], step), (axes[1], by_step[step])):
-            ax.axvline(x, color="grey", ls=":", lw=1)
-        axes[0].text(step, 1.0, f" {side}px", transform=axes[0].get_xaxis_transform(),
-                     va="top", fontsize=8, color="grey")
-    axes[0].set_ylabel("loss (weighted)")
-    axes[1].legend(fontsize=8, loc="upper right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _loss_axes(axes, history, "loss (weighted)")
+    _finish(fig, plt, path, title)
 
 
 def plot_overlay(runs: list, path, title: str = "") -> None:
@@ -231,30 +246,13 @@ def plot_overlay(runs: list, path, title: str = "") -> None:
     against seconds, in one figure."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    runs = [(label, history) for label, history in runs if history]
     for label, history in runs:
-        if not history:
-            continue
-        steps = [h["step"] for h in history]
-        times = [h["time"] for h in history]
         total = _positive([h["loss"] for h in history])
-        line, = axes[0].plot(steps, total, lw=1.4, label=label)
-        axes[1].plot(times, total, lw=1.4, color=line.get_color())
-    for ax, label in ((axes[0], "step"), (axes[1], "seconds")):
-        ax.set_yscale("log")
-        ax.set_xlabel(label)
-        ax.grid(True, which="both", alpha=0.25)
-    first = next((h for _, h in runs if h), [])
-    for step, side in _scale_changes(first):   # coarse-to-fine: the loss jumps at each upsampling
-        axes[0].axvline(step, color="grey", ls=":", lw=1)
-        axes[0].text(step, 1.0, f" {side}px", transform=axes[0].get_xaxis_transform(),
-                     va="top", fontsize=8, color="grey")
-    axes[0].set_ylabel("total loss")
-    axes[1].legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="upper right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+        line, = axes[0].plot([h["step"] for h in history], total, lw=1.4, label=label)
+        axes[1].plot([h["time"] for h in history], total, lw=1.4, color=line.get_color())
+    _loss_axes(axes, runs[0][1] if runs else [], "total loss", mark_seconds=False)
+    _finish(fig, plt, path, title)
 
 
 def plot_frames(frames: list, weights: dict, path, title: str = "") -> None:
@@ -279,8 +277,4 @@ def plot_frames(frames: list, weights: dict, path, title: str = "") -> None:
     for ax in axes:
         ax.set_xlabel("frame")
         ax.grid(True, which="both", alpha=0.25)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(fig, plt, path, title)
