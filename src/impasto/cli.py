@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import typing
+from pathlib import Path
 
 from . import backbones, config as config_mod
 from .config import EXPLORE_DEFAULTS, INITS, TASKS, Config
@@ -34,13 +36,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-def _field_type(f):
-    hints = typing.get_type_hints(Config)
-    t = hints[f.name]
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    return args[0] if args else t
 
 
 def _is_weight_list(name):
@@ -79,7 +74,7 @@ def add_config_options(parser, task, defaults=None):
         kw = dict(default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), dest=f.name)
         if f.metadata.get("metavar"):
             kw["metavar"] = f.metadata["metavar"]
-        ftype = _field_type(f)
+        ftype = config_mod.field_type(f.name)[0]
         if ftype is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif ftype is list or typing.get_origin(ftype) is list:
@@ -447,8 +442,7 @@ def run_task(args, argv) -> int:
     return EXIT_INTERRUPTED if out.stop_reason == "interrupted" else 0
 
 
-def _output_dir(path) -> "Path":
-    from pathlib import Path
+def _output_dir(path) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out}: is a file; give a folder for the results")
@@ -458,23 +452,15 @@ def _output_dir(path) -> "Path":
         out.mkdir(exist_ok=True)
     except OSError as e:
         raise UserError(f"-o {out}: cannot create the folder ({e.strerror})") from None
-    import os
     if not os.access(out, os.W_OK | os.X_OK):
         raise UserError(f"-o {out}: cannot write to this folder (permission denied)")
     return out
-
-
-def _stem(path) -> str:
-    from pathlib import Path
-    import re
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", Path(path).stem).strip("-") or "image"
 
 
 def _seed_for(outdir, options, kind, argv):
     """The seed every run of a sweep shares: the one given, else the one an earlier run of
     this folder chose (so a re-run can skip finished runs), else a new random one."""
     import json
-    import os
     from . import image as imageio
     state = outdir / f"{kind}.json"
     seed = options.get("seed")
@@ -544,9 +530,8 @@ def run_sweep(args, argv) -> int:
     images = {p: imageio.load(p) for p in args.inputs}
     outdir = _output_dir(args.output)
     base["seed"] = _seed_for(outdir, base, "sweep", argv)
-    prefix = "_".join(_stem(p) for p in args.inputs)
+    prefix = "_".join(sweep.slug(p) for p in args.inputs)
     cells = sweep.sweep_cells(task, base, varies, prefix)
-    sweep.check_backbones(sweep.configs(cells))
     init_images = _init_images(cells)
     content = images[content_path] if content_path else None
     styles = [images[p] for p in style_paths]
@@ -560,7 +545,7 @@ def run_sweep(args, argv) -> int:
                                    announce=_announcer("sweep", args.quiet), plot=args.plot,
                                    argv=["impasto", *argv])
     finally:
-        written = sweep.write_summaries(cells, varies, outdir, ".png", title, args.tile)
+        written = sweep.write_summaries(cells, varies, outdir, title, args.tile)
     return _finish("sweep", cells, outdir, written, complete)
 
 
@@ -581,7 +566,6 @@ def run_explore(args, argv) -> int:
     options["seed"] = _seed_for(outdir, options, "explore", argv)
     recon, textures = explore.cells(options, layers)
     cells = recon + textures
-    sweep.check_backbones(sweep.configs(cells))
     init_images = _init_images(cells)
     inputs = {"reconstruct": {"content": args.content, "styles": []},
               "texture": {"content": None, "styles": [args.style]}}
@@ -593,18 +577,18 @@ def run_explore(args, argv) -> int:
                                    announce=_announcer("explore", args.quiet), plot=args.plot,
                                    argv=["impasto", *argv])
     finally:
-        written = sweep.write_summaries(cells, None, outdir, ".png", "", args.tile)
-        size = Config.for_task("reconstruct", **explore._for("reconstruct", options)).size
-        for name, row, source, label, what in () if not written else (
-                ("reconstructions.png", recon, content, "original",
-                 f"Content reconstructed from one layer's features, from noise ({model}, "
-                 f"{size} px, seed {options['seed']})"),
-                ("textures.png", textures, style, "style image",
-                 f"Textures from growing sets of style layers ({model}, {size} px, seed "
-                 f"{options['seed']})")):
-            fig = explore.figure(source, label, row, outdir, ".png", what, args.tile)
-            imageio.save(fig, outdir / name)
-            written.append(outdir / name)
+        written = sweep.write_summaries(cells, None, outdir, "", args.tile)
+        if written:   # something was made: the two figures
+            size = Config.for_task("reconstruct", **explore._for("reconstruct", options)).size
+            about = f"({model}, {size} px, seed {options['seed']})"
+            for name, row, source, label, what in (
+                    ("reconstructions.png", recon, content, "original",
+                     f"Content reconstructed from one layer's features, from noise {about}"),
+                    ("textures.png", textures, style, "style image",
+                     f"Textures from growing sets of style layers {about}")):
+                fig = explore.figure(source, label, row, outdir, what, args.tile)
+                imageio.save(fig, outdir / name)
+                written.append(outdir / name)
     return _finish("explore", cells, outdir, written, complete)
 
 

@@ -260,6 +260,14 @@ def field_names():
     return [f.name for f in dataclasses.fields(Config)]
 
 
+def field_type(name) -> tuple[type, bool]:
+    """The value type of option ``name`` (Optional unwrapped) and whether it may be None."""
+    import typing
+    t = typing.get_type_hints(Config)[name]
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return (args[0] if args else t), type(None) in typing.get_args(t)
+
+
 def field_tasks(name):
     return {f.name: f.metadata["tasks"] for f in dataclasses.fields(Config)}[name]
 

@@ -34,9 +34,9 @@ def cells(options: dict, layers: list[str]) -> tuple[list, list]:
     return recon, textures
 
 
-def figure(source, source_label: str, row: list, outdir: Path, ext: str, title: str, tile: int):
+def figure(source, source_label: str, row: list, outdir: Path, title: str, tile: int):
     """One row: the source image, then each cell's image with its label and loss."""
     from . import figures
     tiles = [figures.Tile(source, (source_label,))]
-    tiles += [figures.Tile(sweep.load_image(c, outdir, ext), sweep.tile_lines(c)) for c in row]
+    tiles += [figures.Tile(sweep.load_image(c, outdir), sweep.tile_lines(c)) for c in row]
     return figures.contact_sheet([tiles], tile=tile, title=title)

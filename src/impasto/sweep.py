@@ -15,7 +15,7 @@ import json
 import math
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
@@ -32,6 +32,7 @@ ABBREV = {
 }
 LIST_JOIN = "+"   # joins the items of a list-valued option inside one value: relu1_1+relu2_1
 LINK = ":"        # links options that vary together: optimizer:lr=lbfgs:1,adam:0.02
+EXT = ".png"      # every run's image (its PNG text carries the run record)
 
 
 def abbrev(name: str) -> str:
@@ -49,15 +50,9 @@ def _field(name: str, task: str):
     return fields[key]
 
 
-def _scalar_type(f):
-    t = typing.get_type_hints(Config)[f.name]
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    return (args[0] if args else t), type(None) in typing.get_args(t)
-
-
 def convert(f, text: str):
     """The value of option ``f`` that ``text`` spells (lists joined with '+')."""
-    ftype, optional = _scalar_type(f)
+    ftype, optional = config_mod.field_type(f.name)
     text = text.strip()
     option = f"--vary {f.name}"
     if optional and text.lower() == "none":
@@ -103,14 +98,14 @@ class Vary:
         return ", ".join(f"{n} = {t}" for n, t in zip(self.names, self.texts[i]))
 
     def slug(self, i: int) -> str:
-        return "_".join(f"{abbrev(n)}-{_slug(t)}" for n, t in zip(self.names, self.texts[i]))
+        return "_".join(f"{abbrev(n)}-{slug(t)}" for n, t in zip(self.names, self.texts[i]))
 
 
-def _slug(text: str) -> str:
-    """A value as a piece of a file name: an image path becomes its stem."""
+def slug(text: str) -> str:
+    """A value or an input path as a piece of a file name: an image path becomes its stem."""
     from PIL import Image
     p = Path(text)
-    if p.suffix.lower() in Image.registered_extensions():
+    if p.suffix.lower() in Image.registered_extensions() or p.parent != Path("."):
         text = p.stem
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text) or "x"
 
@@ -168,7 +163,7 @@ class Cell:
     label: str = ""           # the first line under its tile
     row: int = 0
     col: int = 0
-    status: str = "pending"   # done (earlier run), ran, interrupted, failed
+    status: str = "pending"   # done (an earlier run), ran, interrupted
     record: dict | None = None
     image: object = None      # the PIL image once made
 
@@ -216,11 +211,11 @@ def _read_record(path: Path):
         return None
 
 
-def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path, ext: str) -> bool:
+def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path) -> bool:
     """A cell is done when its image and record exist and the record says it ran to the end
     with these options on these inputs (a record from other options is run again)."""
     from . import record as records
-    image, rec = outdir / f"{cell.stem}{ext}", _read_record(outdir / f"{cell.stem}.json")
+    image, rec = outdir / f"{cell.stem}{EXT}", _read_record(outdir / f"{cell.stem}.json")
     if not image.is_file() or not isinstance(rec, dict):
         return False
     same_inputs = rec.get("inputs") == {k: records._rel_input(k, v, outdir)
@@ -240,12 +235,13 @@ def loss_weights(options: dict) -> dict:
             if options.get(f"{t}_weight") is not None}
 
 
-def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *, ext=".png",
+def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *,
               init_images=None, progress=None, announce=None, plot=False, argv=None) -> bool:
-    """Run (or skip) every cell, writing ``stem{ext}`` and ``stem.json`` (and with ``plot``
+    """Run (or skip) every cell, writing ``stem.png`` and ``stem.json`` (and with ``plot``
     ``stem_loss.png``) for each. ``sources`` holds the images per task: {task: (content,
     styles)}; ``inputs`` the input paths per task for the records; ``init_images`` images for
-    init values that are files. Returns False when interrupted (Ctrl-C)."""
+    init values that are files. Every cell's options and network are checked before the first
+    run. Returns False when interrupted (Ctrl-C)."""
     from . import figures, image as imageio, record as records, tasks
 
     cfgs = configs(cells)
@@ -257,8 +253,8 @@ def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *, e
         if cfg.init not in INITS:
             init_image = init_images[cfg.init]
             task_inputs["init"] = cfg.init
-        out = outdir / f"{cell.stem}{ext}"
-        if is_done(cell, cfg, task_inputs, outdir, ext):
+        out = outdir / f"{cell.stem}{EXT}"
+        if is_done(cell, cfg, task_inputs, outdir):
             cell.status = "done"
             if announce:
                 announce(n, len(cells), cell, skipped=True)
@@ -272,8 +268,7 @@ def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *, e
         if callback is not None and hasattr(callback, "close"):
             callback.close()
         rec = records.build(result, out, task_inputs, argv=argv)
-        imageio.save(result.tensor, out, metadata=records.png_metadata(rec)
-                     if ext == ".png" else None)
+        imageio.save(result.tensor, out, metadata=records.png_metadata(rec))
         records.write(rec, outdir / f"{cell.stem}.json")
         cell.record, cell.image = rec, result.image
         if plot:
@@ -317,11 +312,11 @@ def _num(x):
     return "" if x is None else f"{x:.6g}"
 
 
-def load_image(cell: Cell, outdir: Path, ext: str):
+def load_image(cell: Cell, outdir: Path):
     from PIL import Image
     if cell.image is not None:
         return cell.image
-    path = outdir / f"{cell.stem}{ext}"
+    path = outdir / f"{cell.stem}{EXT}"
     if cell.status in ("done", "ran", "interrupted") and path.is_file():
         with Image.open(path) as im:
             cell.image = im.convert("RGB")
@@ -342,12 +337,12 @@ def tile_lines(cell: Cell) -> tuple:
     return (cell.label, " · ".join(facts)) if facts else (cell.label,)
 
 
-def sweep_sheet(cells: list[Cell], varies: list, outdir: Path, ext: str, title: str, tile: int):
+def sweep_sheet(cells: list[Cell], varies: list, outdir: Path, title: str, tile: int):
     from . import figures
     nrows = max(c.row for c in cells) + 1
     rows = [[] for _ in range(nrows)]
     for c in sorted(cells, key=lambda c: (c.row, c.col)):
-        rows[c.row].append(figures.Tile(load_image(c, outdir, ext), tile_lines(c)))
+        rows[c.row].append(figures.Tile(load_image(c, outdir), tile_lines(c)))
     last = varies[-1]
     col_labels = [last.heading(i) for i in range(len(last.values))]
     row_labels = None
@@ -358,7 +353,7 @@ def sweep_sheet(cells: list[Cell], varies: list, outdir: Path, ext: str, title: 
                                  col_labels=col_labels)
 
 
-def write_summaries(cells, varies, outdir: Path, ext: str, title: str, tile: int,
+def write_summaries(cells, varies, outdir: Path, title: str, tile: int,
                     sheet_name="contact_sheet.png") -> list:
     """The CSV, the contact sheet and (with matplotlib) the loss overlay; returns the paths."""
     from . import figures, image as imageio
@@ -369,7 +364,7 @@ def write_summaries(cells, varies, outdir: Path, ext: str, title: str, tile: int
     imageio.atomic_write(outdir / "results.csv", lambda fh: fh.write(text.encode()))
     written.append(outdir / "results.csv")
     if varies:
-        sheet = sweep_sheet(cells, varies, outdir, ext, title, tile)
+        sheet = sweep_sheet(cells, varies, outdir, title, tile)
         imageio.save(sheet, outdir / sheet_name)
         written.append(outdir / sheet_name)
     runs = [(c.label, c.record["history"]) for c in cells if c.record and c.record.get("history")]

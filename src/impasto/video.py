@@ -17,7 +17,7 @@ Regions: per-frame masks, or the first frame's mask carried along with the same 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
