@@ -222,8 +222,10 @@ def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path) -> bool:
                                          for k, v in inputs.items()}
     finished = (rec.get("result") or {}).get("stop_reason") not in (None, "interrupted")
     wanted = cfg.with_model_layers().to_dict()   # a record holds the layers it resolved
-    if rec.get("task") == cell.task and rec.get("options") == wanted and same_inputs \
-            and finished:
+    # An option the record lacks did not exist when it was written: the run had its default.
+    recorded = {**Config.for_task(cell.task).to_dict(), **(rec.get("options") or {})}
+    if rec.get("task") == cell.task and {k: recorded[k] for k in wanted} == wanted \
+            and same_inputs and finished:
         cell.record = rec
         return True
     return False
