@@ -13,6 +13,12 @@ from typing import Optional
 from .errors import UserError
 
 TASKS = ("transfer", "reconstruct", "texture", "video")
+
+# Input limits, checked from the file header before any pixel is decoded. 100 megapixels takes
+# a 12000x8000 museum scan; a larger file is refused with a line that names --max-input-pixels.
+MAX_INPUT_PIXELS = 100_000_000
+MAX_SIZE = 16384            # --size, and the style image's long side (--size x --style-scale)
+MAX_STYLE_SCALE = 8.0
 INITS = ("content", "style", "gaussian", "uniform")
 _ALL = TASKS
 _STYLED = ("transfer", "texture", "video")
@@ -179,10 +185,15 @@ class Config:
                 bad(f.name, f"must be a finite number, got {value}")
         if self.size < 16:
             bad("size", f"must be at least 16 pixels, got {self.size}")
-        if self.size > 16384:
-            bad("size", f"must be at most 16384 pixels, got {self.size}")
+        if self.size > MAX_SIZE:
+            bad("size", f"must be at most {MAX_SIZE} pixels, got {self.size}")
         if self.style_scale <= 0:
             bad("style_scale", f"must be positive, got {self.style_scale}")
+        if self.style_scale > MAX_STYLE_SCALE:
+            bad("style_scale", f"must be at most {MAX_STYLE_SCALE:g}, got {self.style_scale:g}")
+        if task in _STYLED and self.size * self.style_scale > MAX_SIZE:
+            bad("style_scale", f"gives a {self.size * self.style_scale:.0f} px style image at "
+                f"--size {self.size}; --size x --style-scale must be at most {MAX_SIZE}")
         if self.scales is not None and not (1 <= self.scales <= 8):
             bad("scales", f"must be between 1 and 8, got {self.scales}")
         if self.steps < 0:
