@@ -600,15 +600,15 @@ def test_options_say_the_layer_defaults_follow_the_model():
 
 
 def test_a_records_layers_follow_a_new_model():
-    from impasto import cli
+    from impasto.sources import layers_for_model
     opts = {"model": "resnet50", "content_layers": ["relu4_2"], "style_layers": ["relu1_1"],
             "style_layer_weights": [1.0]}
-    cli._layers_for_model(opts, {"model": "resnet50"})
+    layers_for_model(opts, {"model": "resnet50"})
     assert opts["content_layers"] is None and opts["style_layers"] is None
     assert opts["style_layer_weights"] is None
     kept = {"model": "vgg16", "content_layers": ["relu4_2"], "style_layers": ["relu1_1"]}
-    cli._layers_for_model(kept, {"model": "vgg16"})     # vgg16 has these layers: kept
+    layers_for_model(kept, {"model": "vgg16"})     # vgg16 has these layers: kept
     assert kept["content_layers"] == ["relu4_2"] and kept["style_layers"] == ["relu1_1"]
     given = {"model": "resnet50", "content_layers": ["relu4_2"]}
-    cli._layers_for_model(given, {"model": "resnet50", "content_layers": ["relu4_2"]})
+    layers_for_model(given, {"model": "resnet50", "content_layers": ["relu4_2"]})
     assert given["content_layers"] == ["relu4_2"]        # given on the command line: checked later

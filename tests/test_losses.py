@@ -19,6 +19,16 @@ G2 = torch.tensor([[[7.5, 1.75], [1.75, 1.5]]])
 
 
 # ----------------------------------------------------------------------------- gram
+# The objective has no defaults of its own (the config holds them): these tests use unit
+# weights, no TV and Gram statistics unless they say otherwise.
+UNIT = dict(style_stat="gram", content_weight=1.0, style_weight=1.0, tv_weight=0.0,
+            tv_norm="squared")
+
+
+def objective(net, **kw):
+    return Objective(net, **{**UNIT, **kw})
+
+
 def test_gram_of_a_tiny_tensor_by_hand():
     g = gram(F2)
     assert g.shape == (1, 2, 2)
@@ -121,7 +131,7 @@ def net():
 
 def test_objective_combines_weighted_terms(net):
     content, style, x = _img(1), _img(2), _img(3)
-    obj = Objective(net, content=content, styles=[style], content_layers=["b"],
+    obj = objective(net, content=content, styles=[style], content_layers=["b"],
                     style_layers=["a", "b"], content_weight=2.0, style_weight=5.0,
                     tv_weight=3.0, tv_norm="l1")
     total, terms = obj(x)
@@ -139,7 +149,7 @@ def test_layer_weights_are_normalised(net):
     content, style, x = _img(1), _img(2), _img(3)
 
     def losses_with(cw, sw):
-        obj = Objective(net, content=content, styles=[style], content_layers=["a", "b"],
+        obj = objective(net, content=content, styles=[style], content_layers=["a", "b"],
                         content_layer_weights=cw, style_layers=["a", "b"],
                         style_layer_weights=sw)
         return obj(x)[1]
@@ -163,10 +173,10 @@ def test_blend_of_styles_is_a_weighted_mean_of_grams(net):
     with torch.no_grad():
         g1 = {k: gram(v) for k, v in net.features(s1, ["a", "b"]).items()}
         g2 = {k: gram(v) for k, v in net.features(s2, ["a", "b"]).items()}
-    obj = Objective(net, styles=[s1, s2], style_blend=[1, 3], style_layers=["a", "b"])
+    obj = objective(net, styles=[s1, s2], style_blend=[1, 3], style_layers=["a", "b"])
     for k in ("a", "b"):
         assert torch.allclose(obj.style_targets[0][k].gram, 0.25 * g1[k] + 0.75 * g2[k], rtol=1e-5)
-    even = Objective(net, styles=[s1, s2], style_layers=["a", "b"])
+    even = objective(net, styles=[s1, s2], style_layers=["a", "b"])
     for k in ("a", "b"):
         assert torch.allclose(even.style_targets[0][k].gram, 0.5 * (g1[k] + g2[k]), rtol=1e-5)
     # the loss is measured against the blended target
@@ -179,7 +189,7 @@ def test_blend_of_styles_is_a_weighted_mean_of_grams(net):
 def test_targets_have_no_grad_but_the_image_does(net):
     content = _img(1).requires_grad_(True)
     style = _img(2).requires_grad_(True)
-    obj = Objective(net, content=content, styles=[style], content_layers=["b"],
+    obj = objective(net, content=content, styles=[style], content_layers=["b"],
                     style_layers=["a", "b"], tv_weight=1.0)
     for t in [*obj.content_targets.values(), *(s.gram for s in obj.style_targets[0].values())]:
         assert not t.requires_grad and t.grad_fn is None
@@ -192,7 +202,7 @@ def test_targets_have_no_grad_but_the_image_does(net):
 
 def test_terms_are_zero_where_there_is_nothing_to_match(net):
     x = _img(3)
-    only_tv = Objective(net, content=None, styles=(), content_layers=["a"], style_layers=["a"],
+    only_tv = objective(net, content=None, styles=(), content_layers=["a"], style_layers=["a"],
                         tv_weight=1.0)
     assert only_tv.layers == []
     total, terms = only_tv(x)
@@ -205,10 +215,10 @@ def test_content_and_style_losses_vanish_at_their_own_targets(vgg19, content_ima
     style loss, and a different image does not."""
     from conftest import pil_to_tensor
     c, s = pil_to_tensor(content_image), pil_to_tensor(style_image)
-    obj = Objective(vgg19, content=c, styles=[s], content_layers=["relu4_2"],
+    obj = objective(vgg19, content=c, styles=[s], content_layers=["relu4_2"],
                     style_layers=["relu1_1", "relu3_1", "relu5_1"])
     assert obj(c)[1][0].item() == pytest.approx(0.0, abs=1e-6)
-    style_only = Objective(vgg19, styles=[s], style_layers=["relu1_1", "relu3_1", "relu5_1"])
+    style_only = objective(vgg19, styles=[s], style_layers=["relu1_1", "relu3_1", "relu5_1"])
     assert style_only(s)[1][1].item() == pytest.approx(0.0, abs=1e-5)
     assert obj(c)[1][1].item() > 0.01                       # the photo is not the painting
     assert obj(torch.flip(c, [3]))[1][0].item() > 0.01     # a mirrored photo is not the photo
@@ -260,8 +270,8 @@ def test_one_region_covering_everything_equals_the_unmasked_loss():
     net = _tiny_net()
     c, s, x = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     kw = dict(content=c, content_layers=["b"], style_layers=["a", "b"], tv_weight=0.5)
-    plain, _ = Objective(net, styles=[s], **kw)(x)
-    masked, _ = Objective(net, regions=[Region(torch.ones(1, 1, 8, 8), [s])], **kw)(x)
+    plain, _ = objective(net, styles=[s], **kw)(x)
+    masked, _ = objective(net, regions=[Region(torch.ones(1, 1, 8, 8), [s])], **kw)(x)
     assert masked.item() == pytest.approx(plain.item(), rel=1e-6)
 
 
@@ -270,7 +280,7 @@ def test_a_content_only_region_has_no_style_loss_and_halves_count_by_area():
     s1, x = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
     top = torch.zeros(1, 1, 8, 8)
     top[..., :4, :] = 1
-    obj = Objective(net, regions=[Region(top, [s1]), Region(1 - top, [])], style_layers=["a"])
+    obj = objective(net, regions=[Region(top, [s1]), Region(1 - top, [])], style_layers=["a"])
     _, terms = obj(x)
     direct = style_loss(x * 2.0, obj.style_targets[0]["a"].gram,
                         torch.nn.functional.adaptive_avg_pool2d(top, (8, 8)))
@@ -280,8 +290,8 @@ def test_a_content_only_region_has_no_style_loss_and_halves_count_by_area():
 def test_blend_weights_one_zero_equal_the_single_style_target():
     net = _tiny_net()
     s1, s2 = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
-    one = Objective(net, styles=[s1], style_layers=["a", "b"])
-    blend = Objective(net, styles=[s1, s2], style_blend=[1, 0], style_layers=["a", "b"])
+    one = objective(net, styles=[s1], style_layers=["a", "b"])
+    blend = objective(net, styles=[s1, s2], style_blend=[1, 0], style_layers=["a", "b"])
     for k in ("a", "b"):
         assert torch.equal(one.style_targets[0][k].gram, blend.style_targets[0][k].gram)
 
@@ -289,7 +299,7 @@ def test_blend_weights_one_zero_equal_the_single_style_target():
 def test_w2_objective_runs_and_is_zero_at_the_style_itself():
     net = _tiny_net()
     s = torch.rand(1, 3, 8, 8)
-    obj = Objective(net, styles=[s], style_layers=["a", "b"], style_stat="w2")
+    obj = objective(net, styles=[s], style_layers=["a", "b"], style_stat="w2")
     loss, _ = obj(s)
     assert loss.item() == pytest.approx(0.0, abs=1e-4)
     loss2, _ = obj(torch.rand(1, 3, 8, 8))

@@ -56,7 +56,8 @@ def test_bf16_and_fp32_losses_agree(vgg19, content_image, style_image):
     x = pil_to_tensor(synthetic(64, 48, seed=3))
     kwargs = dict(content=c, styles=[s], content_layers=["relu4_2"],
                   style_layers=["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
-                  content_weight=1.0, style_weight=10.0, tv_weight=1.0)
+                  content_weight=1.0, style_weight=10.0, tv_weight=1.0, tv_norm="squared",
+                  style_stat="gram")
     # the bf16 network really computes in bf16
     with torch.no_grad():
         assert bf16.features(x, ["relu3_1"])["relu3_1"].dtype == torch.bfloat16

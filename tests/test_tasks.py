@@ -165,7 +165,7 @@ def test_image_too_small_for_the_deepest_layer(style_image):
 def test_api_user_errors(content_image, style_image):
     with pytest.raises(UserError, match="did you mean 'steps'"):
         impasto.transfer(content_image, style_image, stpes=5)
-    with pytest.raises(UserError, match="style"):
+    with pytest.raises(UserError, match="give a STYLE image"):
         impasto.run("transfer", content_image, None, size=32, steps=1)
     with pytest.raises(UserError, match="did you mean 'relu3_1'"):
         impasto.transfer(content_image, style_image, size=32, steps=1,

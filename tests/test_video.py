@@ -131,7 +131,8 @@ def test_temporal_loss_by_hand():
 def test_objective_reports_a_temporal_term(vgg19):
     content = torch.rand(1, 3, 32, 32)
     obj = losses.Objective(vgg19, content=content, content_layers=["relu2_1"], tv_weight=0,
-                           temporal=(torch.zeros_like(content), torch.ones(1, 1, 32, 32)),
+                           content_weight=1.0, style_weight=1.0, tv_norm="squared",
+                           style_stat="gram", temporal=(torch.zeros_like(content), torch.ones(1, 1, 32, 32)),
                            temporal_weight=10.0)
     assert obj.terms == ("content", "style", "tv", "temporal")
     total, terms = obj(content)
@@ -382,7 +383,8 @@ def test_video_end_to_end_then_resume(run_cli, video_files):
 # Runs the CLI's own code on the first two frames only, as an interrupted run would leave them.
 RESUME_SETUP = r"""
 import sys
-from impasto import cli, video, video_cli
+from impasto import cli, video
+from impasto.cli import video as video_cli
 clip, style, out = sys.argv[1:4]
 args = cli.build_parser().parse_args(["video", clip, style, "-o", out, "--size", "48", "--steps",
                                       "12", "--frame-steps", "6", "--precision", "fp32",
@@ -394,7 +396,7 @@ def two(*a, **k):
         if f.index == 1:
             raise KeyboardInterrupt
 video.stylise = two
-code = video_cli.run_video(args, [])
+code = video_cli.run(args, [])
 assert code == 130, code
 """
 

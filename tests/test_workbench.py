@@ -83,11 +83,12 @@ def test_grid_expansion_names_rows_and_columns():
     assert lay.slug(0) == "sl-relu1_1+relu2_1"
 
 
-def test_every_cell_is_checked_before_anything_runs():
+def test_every_cell_is_checked_before_anything_runs(image_files):
     varies = [sweep.parse_vary("lr=1,-2", "transfer")]
     cells = sweep.sweep_cells("transfer", {}, varies, "x")
+    sources = {"transfer": (str(image_files["content"]), [str(image_files["style"])])}
     with pytest.raises(UserError, match="x_lr--2: option --lr: must be positive"):
-        sweep.configs(cells)
+        sweep.prepare(cells, sources, image_files["out"])
 
 
 # ----------------------------------------------------------------------------- contact sheet

@@ -4,48 +4,56 @@
     >>> from PIL import Image
     >>> out = impasto.transfer(Image.open("photo.jpg"), Image.open("painting.jpg"), size=256)
 
-``transfer``, ``reconstruct`` and ``texture`` take PIL images or (3,H,W)/(1,3,H,W) tensors in
-[0, 1] and any option of :class:`impasto.Config` as keyword arguments, and return an image of
-the same kind as their first argument. ``impasto.run`` gives the full :class:`Result`
-(loss history, timings, the options used).
+``transfer``, ``reconstruct`` and ``texture`` take PIL images, (3,H,W)/(1,3,H,W) tensors in
+[0, 1] or image files, and any option of :class:`impasto.Config` as keyword arguments, and
+return an image of the same kind as their first argument. ``impasto.run`` gives the full
+:class:`Result` (loss history, timings, the options used). They go through the run API
+(``impasto.api``), the same checks as the command line: a mistake is a ``UserError``.
+
+Importing impasto is light (torch is imported on first use), so the command line can catch
+Ctrl-C from its first instant.
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
-
 from .config import Config, defaults
 from .errors import UserError
-from .tasks import Result, run as _run
-
-try:
-    __version__ = _version("impasto")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+src"
+from .version import __version__
 
 __all__ = ["Config", "Result", "UserError", "defaults", "run", "transfer", "reconstruct",
            "texture", "__version__"]
 
 
-def _same_kind(like, result: Result):
+def __getattr__(name):
+    if name == "Result":
+        from .tasks import Result
+        return Result
+    raise AttributeError(f"module 'impasto' has no attribute '{name}'")
+
+
+def _same_kind(like, result):
     import torch
     return result.tensor if isinstance(like, torch.Tensor) else result.image
 
 
 def run(task: str, content=None, style=None, *, callback=None, init_image=None, regions=None,
-        **options) -> Result:
+        cancel=None, **options):
     """Run ``task`` ('transfer', 'reconstruct' or 'texture') and return the full Result.
 
     ``style`` is an image or a list of images (blended with ``style_blend``); ``regions`` a
-    list of (mask, styles, blend) for a style per region (see ``impasto.tasks.run``)."""
+    list of (mask, styles, blend) for a style per region; ``callback`` sees every step
+    (``impasto.api.StepEvent``); ``cancel`` (a threading.Event) stops the run, keeping the
+    best image so far."""
+    from . import api
     from .config import TASKS
     if task == "video":
         raise UserError("video runs go through impasto.video.stylise (frames in, frames out)")
     if task not in TASKS:
         raise UserError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
     styles = [] if style is None else (list(style) if isinstance(style, (list, tuple)) else [style])
-    cfg = Config.for_task(task, **options)
-    return _run(task, cfg, content, styles, init_image=init_image, callback=callback,
-                regions=regions)
+    job = api.prepare(api.Request(task, options, content=content, styles=styles,
+                                  regions=regions, init=init_image))
+    on_event = None if callback is None else (lambda e: callback(e) if e.kind == "step" else None)
+    return job.run(on_event, cancel=cancel).result
 
 
 def transfer(content, style, *, callback=None, **options):

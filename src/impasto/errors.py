@@ -15,3 +15,7 @@ def closest(name, candidates):
 
     best = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.0)
     return best[0] if best else None
+
+
+class Cancelled(Exception):
+    """A run was cancelled before its first step: nothing was made or written."""

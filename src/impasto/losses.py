@@ -166,6 +166,9 @@ class Objective:
     (the mask downsampled to each layer) and counts with the region's share of the image, so a
     single all-covering region gives exactly the unmasked loss.
 
+    The weights, the TV norm and the style statistic have no defaults here: they come from the
+    config (``impasto.config``), the one place that defines them.
+
     Targets (content features, style statistics) are computed once, without autograd.
     Calling the objective returns the total loss and a 1-D tensor of the three terms
     (unweighted), so a caller can read them with a single host sync.
@@ -175,8 +178,8 @@ class Objective:
 
     def __init__(self, backbone, *, content=None, styles=(), style_blend=None, regions=None,
                  content_layers=(), content_layer_weights=None,
-                 style_layers=(), style_layer_weights=None, style_stat="gram",
-                 content_weight=1.0, style_weight=1.0, tv_weight=0.0, tv_norm="squared",
+                 style_layers=(), style_layer_weights=None, style_stat,
+                 content_weight, style_weight, tv_weight, tv_norm,
                  temporal=None, temporal_weight=0.0):
         # video: (warped previous output, consistency weights) for ``temporal_loss``
         self.temporal = temporal if temporal is not None and temporal_weight > 0 else None

@@ -11,6 +11,9 @@ from typing import Callable, Optional
 
 import torch
 
+from .config import Config
+
+_DEFAULTS = Config()   # the defaults live in the config; a Settings() repeats none of them
 
 @dataclass
 class Step:
@@ -21,6 +24,8 @@ class Step:
     terms: dict          # named loss terms at that image
     elapsed: float       # seconds since the loop started
     image: Optional[torch.Tensor] = None  # the current image (do not modify)
+    scale: int = 0       # coarse-to-fine: index of the scale, coarsest 0 (set by tasks.run)
+    side: int = 0        # and its long side in pixels
 
 
 @dataclass
@@ -36,14 +41,22 @@ class Outcome:
 
 @dataclass
 class Settings:
-    optimizer: str = "lbfgs"
-    lr: float = 1.0
-    steps: int = 500
-    history_size: int = 100
-    line_search: bool = False
-    tol: float = 0.0
-    tol_window: int = 20
-    patience: int = 20
+    """The optimiser's options; each default is the config's."""
+    optimizer: str = _DEFAULTS.optimizer
+    lr: float = _DEFAULTS.learning_rate
+    steps: int = _DEFAULTS.steps
+    history_size: int = _DEFAULTS.history_size
+    line_search: bool = _DEFAULTS.line_search
+    tol: float = _DEFAULTS.tol
+    tol_window: int = _DEFAULTS.tol_window
+    patience: int = _DEFAULTS.patience
+
+    @classmethod
+    def from_config(cls, cfg: Config, steps: int | None = None) -> "Settings":
+        return cls(optimizer=cfg.optimizer, lr=cfg.learning_rate,
+                   steps=cfg.steps if steps is None else steps, history_size=cfg.history_size,
+                   line_search=cfg.line_search, tol=cfg.tol, tol_window=cfg.tol_window,
+                   patience=cfg.patience)
 
 
 def make_optimizer(params, s: Settings):
@@ -58,13 +71,16 @@ def make_optimizer(params, s: Settings):
 
 def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(),
              callback: Optional[Callable[[Step], None]] = None, step_offset: int = 0,
-             total_steps: Optional[int] = None, start: Optional[float] = None) -> Outcome:
+             total_steps: Optional[int] = None, start: Optional[float] = None,
+             should_stop: Optional[Callable[[], bool]] = None) -> Outcome:
     """Minimise ``fn(x) -> (loss, terms)`` over ``x`` starting from ``x0``.
 
     ``terms`` is a 1-D tensor of named parts of the loss (``term_names``), read together with
     the loss in one host sync per evaluation. Stops at the step budget; when the loss improved
     by less than ``tol`` (relative) over ``tol_window`` steps; when it has not beaten its best
-    for ``patience`` steps; when it turns NaN or infinite; or on Ctrl-C. The best image seen is
+    for ``patience`` steps; when it turns NaN or infinite; when ``should_stop()`` turns true
+    (checked before every step: a Stop button, or the CLI's Ctrl-C handler, sets it) or on a
+    KeyboardInterrupt (both end as "interrupted"). The best image seen is
     returned in every case. ``step_offset``, ``total_steps`` and ``start`` (a
     ``time.perf_counter()`` value) let several calls report as one run, e.g. across scales.
     """
@@ -96,6 +112,9 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
     budget = total_steps or settings.steps
     try:
         for step in range(1, settings.steps + 1):
+            if should_stop is not None and should_stop():
+                stop = "interrupted"
+                break
             prev_best = best["loss"]
             last["fresh"] = True
             if settings.optimizer == "lbfgs":

@@ -19,7 +19,7 @@ def versions() -> dict:
     import PIL
     import torch
 
-    from . import __version__
+    from .version import __version__
     return {"impasto": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "pillow": PIL.__version__, "platform": platform.platform()}
 

@@ -2,8 +2,8 @@
 after its options, with a labelled contact sheet, a CSV of the final loss terms and a loss
 curve overlay. ``explore`` builds its studies from the same cells.
 
-This sits on top of ``tasks`` like the CLI does: it writes the outputs (atomically) and
-reads its own earlier records to skip the cells that are already done.
+Each cell is a request to the run API (``impasto.api``), every one of them checked before the
+first runs; a cell whose earlier record says it is done is skipped.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config as config_mod
-from .config import INITS, Config
+from .config import Config
 from .errors import UserError, closest
 
 # Short names of options in file names and labels; any other option keeps its own name.
@@ -185,23 +185,38 @@ def sweep_cells(task: str, base: dict, varies: list, prefix: str) -> list[Cell]:
     return cells
 
 
-def configs(cells: list[Cell]) -> list[Config]:
-    """Every cell's Config, checked before anything runs (a bad value stops the sweep now)."""
-    out = []
+def prepare(cells: list[Cell], sources: dict, outdir: Path, *, plot=False,
+            max_input_pixels=None, argv=None) -> list:
+    """A checked run (``api.Job``) for every cell, before anything runs or is written: every
+    cell's options, inputs, device and network (a bad value or a missing weights file stops the
+    sweep now, not after hours). ``sources`` holds the input files per task: {task: (content,
+    styles)}. Inputs are decoded once for all cells."""
+    from . import api
+    cache, jobs = {}, []
+    extra = {} if max_input_pixels is None else {"max_input_pixels": max_input_pixels}
     for c in cells:
+        content, styles = sources[c.task]
+        request = api.Request(c.task, c.options, content=content, styles=list(styles),
+                              output=str(outdir / f"{c.stem}{EXT}"), plot=plot, argv=argv,
+                              **extra)
         try:
-            out.append(Config.for_task(c.task, **c.options))
+            jobs.append(api.prepare(request, check_outputs=False, cache=cache))
         except UserError as e:
             raise UserError(f"{c.stem}: {e}") from None
-    return out
+    return jobs
 
 
-def check_backbones(cfgs: list[Config]) -> None:
-    """Every network the runs need can be had (torchvision, weights), checked before the first
-    run, so a sweep over models does not stop after hours at the first missing file."""
-    from . import backbones
-    for model, weights in sorted({(c.model, c.weights or "") for c in cfgs}):
-        backbones.check_available(model, weights or None)
+def check_outputs(jobs: list, outdir: Path, overwrite: bool) -> None:
+    """No cell's image or record is one of the inputs, and (in an existing folder) none
+    replaces a file impasto did not write unless ``overwrite``."""
+    from . import image as imageio, record as records, sources as sourcesmod
+    for job in jobs:
+        inputs = job.spec.input_paths()
+        if outdir.is_dir():
+            sourcesmod.check_output(job.output, inputs, overwrite)
+        else:
+            imageio.refuse_overwriting_inputs(
+                {"-o": job.output, "the run record": records.record_path(job.output)}, inputs)
 
 
 def _read_record(path: Path):
@@ -224,59 +239,40 @@ def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path) -> bool:
     wanted = cfg.with_model_layers().to_dict()   # a record holds the layers it resolved
     # An option the record lacks did not exist when it was written: the run had its default.
     recorded = {**Config.for_task(cell.task).to_dict(), **(rec.get("options") or {})}
-    if rec.get("task") == cell.task and {k: recorded[k] for k in wanted} == wanted \
+    if rec.get("task") == cell.task and {k: recorded.get(k) for k in wanted} == wanted \
             and same_inputs and finished:
         cell.record = rec
         return True
     return False
 
 
-def loss_weights(options: dict) -> dict:
-    """The weight of each loss term in the total, from a run's options."""
-    return {t: options[f"{t}_weight"] for t in ("content", "style", "tv", "temporal")
-            if options.get(f"{t}_weight") is not None}
-
-
-def run_cells(cells: list[Cell], sources: dict, inputs: dict, outdir: Path, *,
-              init_images=None, progress=None, announce=None, plot=False, argv=None) -> bool:
-    """Run (or skip) every cell, writing ``stem.png`` and ``stem.json`` (and with ``plot``
-    ``stem_loss.png``) for each. ``sources`` holds the images per task: {task: (content,
-    styles)}; ``inputs`` the input paths per task for the records; ``init_images`` images for
-    init values that are files. Every cell's options and network are checked before the first
-    run. Returns False when interrupted (Ctrl-C)."""
-    from . import figures, image as imageio, record as records, tasks
-
-    cfgs = configs(cells)
-    check_backbones(cfgs)
-    init_images = init_images or {}
-    for n, (cell, cfg) in enumerate(zip(cells, cfgs), start=1):
-        task_inputs = dict(inputs[cell.task])
-        init_image = None
-        if cfg.init not in INITS:
-            init_image = init_images[cfg.init]
-            task_inputs["init"] = cfg.init
-        out = outdir / f"{cell.stem}{EXT}"
-        if is_done(cell, cfg, task_inputs, outdir):
+def run_cells(cells: list[Cell], jobs: list, outdir: Path, *, seed: int, progress=None,
+              announce=None, cancel=None) -> bool:
+    """Run (or skip) every cell with its prepared job and the sweep's ``seed`` (unless the
+    cell varies the seed itself), writing
+    ``stem.png`` and ``stem.json`` (and with plotting ``stem_loss.png``) for each. Returns
+    False when interrupted (Ctrl-C, ``cancel``)."""
+    for n, (cell, job) in enumerate(zip(cells, jobs), start=1):
+        if cancel is not None and cancel.is_set():
+            return False
+        if cell.options.get("seed") is None:
+            cell.options["seed"] = seed
+            job.cfg = job.cfg.replace(seed=seed)
+        if is_done(cell, job.cfg, job.spec.record_inputs(), outdir):
             cell.status = "done"
             if announce:
                 announce(n, len(cells), cell, skipped=True)
             continue
         if announce:
             announce(n, len(cells), cell, skipped=False)
-        content, styles = sources[cell.task]
-        callback = progress(cell) if progress else None
-        result = tasks.run(cell.task, cfg, content, styles, init_image=init_image,
-                           callback=callback)
-        if callback is not None and hasattr(callback, "close"):
-            callback.close()
-        rec = records.build(result, out, task_inputs, argv=argv)
-        imageio.save(result.tensor, out, metadata=records.png_metadata(rec))
-        records.write(rec, outdir / f"{cell.stem}.json")
-        cell.record, cell.image = rec, result.image
-        if plot:
-            figures.plot_history(result.history, loss_weights(rec["options"]),
-                                 outdir / f"{cell.stem}_loss.png", title=cell.stem)
-        if result.outcome.stop_reason == "interrupted":
+        on_event = progress(cell) if progress else None
+        try:
+            done = job.run(on_event, cancel=cancel)
+        finally:
+            if on_event is not None and hasattr(on_event, "close"):
+                on_event.close()
+        cell.record, cell.image = done.record, done.result.image
+        if done.interrupted:
             cell.status = "interrupted"
             return False
         cell.status = "ran"

@@ -187,8 +187,13 @@ def _mask_tensor(mask) -> torch.Tensor:
     return t
 
 
+def new_seed() -> int:
+    """A fresh random seed (what a run records when none was given)."""
+    return int.from_bytes(os.urandom(4), "little")
+
+
 def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callback=None,
-        regions=None, on_plan=None, temporal=None) -> Result:
+        regions=None, on_plan=None, temporal=None, should_stop=None) -> Result:
     """Run ``task`` with ``cfg``. ``content``/``styles`` are images (tensors or PIL).
 
     ``init_image`` replaces ``cfg.init`` when given (an image read by the caller).
@@ -203,6 +208,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     masks are resized with the output, so the style's stroke size relative to the image stays
     the same, and the result is upsampled to start the next scale.
 
+    ``should_stop()``, when given, is asked before every step; once it is true the run ends as
+    "interrupted" with the best image so far (a Stop button, the CLI's Ctrl-C handler).
+
     ``temporal`` (video): (warped previous output, consistency weights (1, 1, H, W), weight)
     adds ``weight · temporal_loss`` (see ``impasto.video``), resized with each scale.
     """
@@ -210,7 +218,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     cfg = cfg.with_model_layers()
     cfg.validate(task)
     if cfg.seed is None:
-        cfg = cfg.replace(seed=int.from_bytes(os.urandom(4), "little"))
+        cfg = cfg.replace(seed=new_seed())
     if task in ("transfer", "reconstruct") and content is None:
         raise UserError(f"{task} needs a content image")
     if task in ("transfer", "texture") and not styles and not regions:
@@ -266,11 +274,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                  "available_bytes": estimate.available_bytes(device), **info})
     t_ready = time.perf_counter()
 
-    settings = Settings(optimizer=cfg.optimizer, lr=cfg.learning_rate, steps=cfg.steps,
-                        history_size=cfg.history_size, line_search=cfg.line_search, tol=cfg.tol,
-                        tol_window=cfg.tol_window, patience=cfg.patience)
+    settings = Settings.from_config(cfg)
     outcomes, x, done, start = [], None, 0, time.perf_counter()
-    for side, steps in plan:
+    for k, (side, steps) in enumerate(plan):
         hw, c, regs = images_at(side)
         first_style = next((r.styles[0] for r in regs if r.styles), None)
         if x is None:
@@ -290,8 +296,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             **_temporal_at(temporal, hw, device))
         settings.steps = steps
         outcome = minimise(x.to(device), objective, settings, term_names=objective.terms,
-                           callback=callback, step_offset=done, total_steps=cfg.steps,
-                           start=start)
+                           callback=_at_scale(callback, k, side), step_offset=done, total_steps=cfg.steps,
+                           start=start, should_stop=should_stop)
         for h in outcome.history:
             h["side"] = side
         outcomes.append(outcome)
@@ -309,6 +315,17 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
                   [list(p) for p in plan])
+
+
+def _at_scale(callback, index, side):
+    """``callback`` with each Step told which coarse-to-fine scale it belongs to."""
+    if callback is None:
+        return None
+
+    def cb(s):
+        s.scale, s.side = index, side
+        callback(s)
+    return cb
 
 
 def _temporal_at(temporal, hw, device) -> dict:

@@ -124,7 +124,7 @@ def soft_masks(onehot: torch.Tensor) -> list:
 def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, masks=None,
             first_mask=None, finished: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
             callback=None, on_frame: Optional[Callable[[int], None]] = None,
-            on_plan=None) -> Iterator[Frame]:
+            on_plan=None, should_stop=None) -> Iterator[Frame]:
     """Stylise ``frames`` (tensors (1, 3, H, W) / (3, H, W) in [0, 1] or PIL images, one size)
     and yield one ``Frame`` per input frame, in order, as each is finished.
 
@@ -136,13 +136,13 @@ def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, mas
     ``finished(i)`` may return the result of frame i from an earlier, interrupted run: that
     frame is then not recomputed, and the next one starts from it. ``callback(i, step)`` sees
     each optimiser step of frame i; ``on_frame(i)`` is called before a frame is computed.
+    ``should_stop()`` (see ``tasks.run``) ends the frame under way as "interrupted".
     """
     cfg.validate("video")
     if region_styles is not None and masks is None and first_mask is None:
         raise UserError("regions need per-frame masks or a first-frame mask")
     if cfg.seed is None:
-        import os
-        cfg = cfg.replace(seed=int.from_bytes(os.urandom(4), "little"))
+        cfg = cfg.replace(seed=tasks.new_seed())
     mask_iter = iter(masks) if masks is not None else None
     prev_c = prev_out = labels = None
     hw = None
@@ -206,7 +206,8 @@ def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, mas
             cb = None if callback is None else (lambda s, i=i: callback(i, s))
             result = tasks.run("transfer", fcfg, content, [] if regions else list(styles),
                                init_image=init, callback=cb, regions=regions,
-                               on_plan=on_plan if i == 0 else None, temporal=temporal)
+                               on_plan=on_plan if i == 0 else None, temporal=temporal,
+                               should_stop=should_stop)
             out = result.tensor
         error = None
         if prev_out is not None:

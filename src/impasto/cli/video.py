@@ -17,85 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-DESCRIPTION = ("Stylise a video with temporal consistency (Ruder et al. 2016), optionally a "
-               "style per moving object.")
-
-
-def add_arguments(parser, add_config_options):
-    parser.add_argument("input", nargs="?", help="video file (mp4, mov, webm, gif, ...), folder "
-                        "of frames, or a glob of frames such as 'frames/*.png'")
-    parser.add_argument("styles", nargs="*", help="style image(s)")
-    g = parser.add_argument_group("regions (a style per moving object)")
-    g.add_argument("--mask-video", metavar="MASKS", help="colour-coded masks, one per frame: a "
-                   "video (lossless: gif, or PNG frames) or a folder or glob of frames")
-    g.add_argument("--first-mask", metavar="MASK", help="the colour-coded mask of the first "
-                   "frame only; impasto carries it through the clip with the optical flow")
-    g.add_argument("--region-style", action="append", metavar="COLOUR=STYLE",
-                   help="the style of the region painted COLOUR in the masks (STYLE an image, "
-                   "or none to keep the video there). Repeat once per colour")
-    add_config_options(parser, "video")
-    run = parser.add_argument_group("run")
-    run.add_argument("-o", "--output", required=True, help="output: .mp4/.mov/.mkv (H.264), "
-                     ".gif, or a folder name (PNG frames); a run record OUTPUT.json is written "
-                     "beside it. Finished frames wait in OUTPUT.frames/: the same command again "
-                     "resumes an interrupted run")
-    run.add_argument("--restart", action="store_true", help="discard the finished frames of an "
-                     "earlier run of this output and start over")
-    run.add_argument("--quiet", action="store_true", help="no progress or summary")
-    run.add_argument("--plot", action="store_true", help="also plot each frame's final loss "
-                     "terms and temporal error (OUTPUT_loss.png; needs matplotlib: pip install "
-                     "'impasto[plot]')")
-
-
-# ----------------------------------------------------------------------------- progress
-class FrameProgress:
-    """Frame i/N and step j/M with an ETA over the whole clip; on a terminal one updating line,
-    otherwise one line per finished frame."""
-
-    def __init__(self, count, stream=sys.stderr, quiet=False):
-        self.count, self.stream, self.quiet = count, stream, quiet
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.start = time.perf_counter()
-        self.computed = 0          # later frames computed in this run (not resumed)
-        self.computed_s = 0.0
-        self.first_s = None        # the first frame (the full budget) is timed apart
-        self.remaining = count
-
-    def eta(self):
-        if not self.computed and self.first_s is None:
-            return ""
-        per = self.computed_s / self.computed if self.computed else self.first_s
-        from .cli import _duration
-        return f" eta {_duration(per * self.remaining)}"
-
-    def step(self, i, s):
-        if self.quiet or not self.tty:
-            return
-        frac = s.step / max(1, s.total_steps)
-        bar = "#" * int(frac * 16) + "-" * (16 - int(frac * 16))
-        self.stream.write(f"\rframe {i + 1}/{self.count} step {s.step}/{s.total_steps} [{bar}] "
-                          f"loss {s.loss:.4g}{self.eta()}\033[K")
-        self.stream.flush()
-
-    def frame(self, f):
-        self.remaining -= 1
-        if not f.resumed and f.index == 0:
-            self.first_s = f.seconds
-        elif not f.resumed:
-            self.computed += 1
-            self.computed_s += f.seconds
-        if self.quiet:
-            return
-        err = "" if f.temporal_error is None else f" temporal error {f.temporal_error:.5f}"
-        if f.resumed:
-            what = "resumed (finished earlier)"
-        else:
-            o = f.result.outcome
-            what = f"{o.steps} steps, loss {o.loss:.4g}, {f.seconds:.1f} s"
-        line = f"frame {f.index + 1}/{self.count}: {what}{err}{self.eta()}"
-        self.stream.write(("\r" + line + "\033[K\n") if self.tty else line + "\n")
-        self.stream.flush()
-
+from .. import api, image as imageio, record as records, regions, sources, video, video_io
+from ..errors import UserError
+from ..tasks import new_seed
+from .parser import EXIT_INTERRUPTED, options_from_args
+from .progress import FrameProgress
 
 # ----------------------------------------------------------------------------- the run
 def _file_id(path):
@@ -145,7 +71,6 @@ class WorkFolder:
             why = ("--restart" if restart else "the options or inputs changed since"
                    if old is not None else "it is not impasto's")
             if old is None and any(self.path.iterdir()):
-                from .errors import UserError
                 raise UserError(f"{self.path}: exists and is not an impasto work folder; "
                                 "remove it or choose another output name")
             if old is not None and self.finished(old):
@@ -161,17 +86,14 @@ class WorkFolder:
                 if (self.path / f"{int(k) + 1:06d}.png").is_file()}
 
     def write_state(self):
-        from .image import atomic_write
+        from ..image import atomic_write
         text = json.dumps(self.state, indent=1, allow_nan=True)
         atomic_write(self.state_path, lambda fh: fh.write(text.encode()))
 
 
-def _load_regions(args, source, styles_given):
+def _load_regions(args, cfg, source, styles_given, max_pixels):
     """Region specs, per-frame mask source or first mask; checked before the first frame."""
-    from . import cli, image as imageio, regions, video_io
-    from .errors import UserError
-
-    specs = [cli.parse_region_style(r) for r in (args.region_style or [])]
+    specs = [sources.parse_region_style(r) for r in (args.region_style or [])]
     mask_video, first_mask = args.mask_video, args.first_mask
     if mask_video and first_mask:
         raise UserError("give either --mask-video or --first-mask, not both")
@@ -185,12 +107,13 @@ def _load_regions(args, source, styles_given):
     if styles_given:
         raise UserError("impasto video: with masks, give the styles with --region-style "
                         "COLOUR=STYLE, not as STYLE arguments")
-    colours = [regions.parse_color(c) for c, _ in specs]
-    if len(set(colours)) != len(colours):
-        raise UserError("option --region-style: the same colour is given twice")
-    region_styles = [([imageio.load(p)] if p else [], None) for _, p in specs]
+    colours = sources.region_colours(specs)
+    style_side = round(cfg.size * cfg.style_scale)
+    region_styles = [([imageio.load(p, long_side=style_side, max_pixels=max_pixels,
+                                    what=f"style of region {c}")] if p else [], None)
+                     for c, p in specs]
     if first_mask:
-        im = imageio.load(first_mask)
+        im = imageio.load(first_mask, max_pixels=max_pixels, what="first mask")
         regions.check_aspect(im.size, source.size, str(first_mask))
         hard = regions.masks_from_image(im, colours, str(first_mask), soften=False)
         return {"region_styles": region_styles, "first_mask": hard, "specs": specs,
@@ -212,37 +135,70 @@ def _load_regions(args, source, styles_given):
             "mask_path": mask_video, "kind": "mask_video"}
 
 
-def run_video(args, argv) -> int:
-    from . import cli, image as imageio, record as records, video, video_io
-    from .config import Config
-    from .errors import UserError
+def _check_output(output: Path, kind: str, record: Path, inputs: dict, overwrite: bool):
+    """The video's output and record: never an input, never a file impasto did not write
+    (unless ``overwrite``), in a folder that can really be written."""
+    paths = {}
+    for key, value in inputs.items():
+        if key == "region_styles":
+            paths.update({f"style of region {c}": Path(p) for c, p in value if p})
+        elif isinstance(value, list):
+            paths.update({f"{key} {i + 1}": Path(p) for i, p in enumerate(value)})
+        elif value:
+            paths[key] = Path(value)
+    imageio.refuse_overwriting_inputs({"-o": output, "the run record": record}, paths)
+    parent = output.parent
+    if not parent.is_dir():
+        raise UserError(f"-o {output}: folder {parent} does not exist (create it first)")
+    sources.check_folder_writable(parent, f"-o {output}")
+    if record.exists() and not record.is_file():
+        raise UserError(f"-o {output}: the run record's place {record} is taken by a folder; "
+                        "move it or choose another output name")
+    if not overwrite and not sources.written_by_impasto(output, record):
+        if record.exists():
+            raise UserError(f"-o {output}: {record} exists and is not impasto's run record of "
+                            f"{output.name}; choose another output name, or add --overwrite")
+        if output.exists() and (kind != "folder" or any(output.iterdir())):
+            raise UserError(f"-o {output}: exists and impasto did not write it (no run record "
+                            "beside it); choose another output name, or add --overwrite")
 
+
+def run(args, argv, interrupt=None) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr,
                                                                       flush=True))
-    options = cli.options_from_args(args, "video")
-    cfg = Config.for_task("video", **options)
+    options = options_from_args(args, "video")
+    cfg = api.make_config("video", options)
+    api.check_network(cfg, "video")
     if not args.input:
         raise UserError("impasto video: give an INPUT video (a file, a folder of frames or a "
                         "glob)")
     output = Path(args.output)
     if args.plot:
-        from . import figures
+        from .. import figures
         figures.require_plotting()
     kind = video_io.output_kind(output)
+    for path, role in ((args.input, "input video"), (args.mask_video, "mask video")):
+        if path and Path(path).exists() and not Path(path).is_dir():
+            imageio.check_input_file(path, role)      # a FIFO or device is never opened
     source = video_io.open_source(args.input, cfg.fps, cfg.start, cfg.duration)
     styles_paths = list(args.styles or [])
-    regions = _load_regions(args, source, bool(styles_paths))
+    regions = _load_regions(args, cfg, source, bool(styles_paths), args.max_input_pixels)
     if regions is None and not styles_paths:
         raise UserError("impasto video: give a STYLE image (or --mask-video/--first-mask with "
                         "--region-style COLOUR=STYLE)")
-    styles = [imageio.load(p) for p in styles_paths]
+    style_side = round(cfg.size * cfg.style_scale)
+    styles = [imageio.load(p, long_side=style_side, max_pixels=args.max_input_pixels,
+                           what="style image") for p in styles_paths]
     inputs = {"input": args.input, "styles": styles_paths}
     if regions:
         inputs[regions["kind"]] = regions["mask_path"]
         inputs["region_styles"] = [[c, p] for c, p in regions["specs"]]
+    rec_path = output.parent / (output.name + ".json") if kind == "folder" else \
+        records.record_path(output)
+    _check_output(output, kind, rec_path, inputs, args.overwrite)
 
     work = WorkFolder(output)
-    seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+    seed = cfg.seed if cfg.seed is not None else new_seed()
     work.open(_key(cfg.to_dict(), inputs, source), seed, args.restart, say)
     cfg = cfg.replace(seed=work.state["seed"])
     done = work.finished()
@@ -261,10 +217,13 @@ def run_video(args, argv) -> int:
     t0 = time.perf_counter()
     interrupted = False
     frames_meta = {}
+    if interrupt is not None:
+        interrupt.arm()
     stream = video.stylise(
         source.frames(), cfg, styles, region_styles=regions and regions["region_styles"],
         masks=regions and regions.get("masks"), first_mask=regions and regions.get("first_mask"),
-        finished=finished, callback=progress.step)
+        finished=finished, callback=progress.step,
+        should_stop=None if interrupt is None else interrupt.is_set)
     try:
         for f in stream:
             if f.resumed:
@@ -294,7 +253,7 @@ def run_video(args, argv) -> int:
         n = len(work.finished())
         print(f"impasto: interrupted; {n} of {source.count} frames are finished in {work.path}: "
               "run the same command again to resume", file=sys.stderr)
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
 
     # assemble the output from the finished frames, then the record, then clean up
     paths = [work.frame_path(i) for i in range(source.count)]
@@ -327,12 +286,10 @@ def run_video(args, argv) -> int:
         "timings": {"total_s": round(total_s, 3)},
         "frames": metas,
     }
-    rec_path = output.parent / (output.name + ".json") if kind == "folder" else \
-        records.record_path(output)
     records.write(rec, rec_path)
     if args.plot:
-        from . import figures, sweep
-        figures.plot_frames(metas, sweep.loss_weights(rec["options"]),
+        from .. import figures
+        figures.plot_frames(metas, api.loss_weights(rec["options"]),
                             output.parent / f"{output.stem}_loss.png", title=output.name)
     shutil.rmtree(work.path, ignore_errors=True)
     if not args.quiet:

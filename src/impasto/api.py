@@ -1,0 +1,248 @@
+"""The run API: the one way every front end (the CLI, the studio, the batch runner) starts work.
+
+    job = api.prepare(api.Request("transfer", {"size": 256}, content="photo.jpg",
+                                  styles=["painting.jpg"], output="out.png"))
+    result = job.run(on_event=print, cancel=threading.Event())
+
+``prepare`` checks everything a user or a file can get wrong before the first step and writes
+nothing: the options (types and ranges, from the config), a record given with ``from_record``
+(every field), the device, the network and its weights, every input file (a regular file, its
+pixel count read from the header, decoded at no more than the size the run needs), and every
+output (really writable, a format Pillow can write, never one of the inputs, never a file
+impasto did not write unless ``overwrite``). A mistake is a ``UserError`` with one line.
+
+``Job.run`` runs it with events (``PlanEvent`` once, ``StepEvent`` per step, ``DoneEvent``),
+stops with the best image so far when ``cancel`` is set, and writes the image and its record
+atomically. The front ends only turn their input into a ``Request`` and show the events.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import config as config_mod, sources
+from .config import INITS, MAX_INPUT_PIXELS, Config
+from .errors import Cancelled, UserError
+
+
+@dataclass
+class Request:
+    """One run, as a front end hands it in. Sources are file paths (str or Path), bytes (an
+    upload), PIL images or tensors; only file paths end up in the run record."""
+    task: str
+    options: dict = field(default_factory=dict)    # Config options given (the rest: defaults)
+    content: object = None
+    styles: list = field(default_factory=list)
+    mask: object = None                            # a colour-coded mask: a style per region
+    region_styles: list = field(default_factory=list)   # [(colour, style source or None)]
+    regions: Optional[list] = None     # or, from Python: [(mask (H, W) in [0, 1], [styles], blend)]
+    init: object = None                # a start image (overrides the init option)
+    output: Optional[str] = None                   # image file; None: nothing is written
+    from_record: Optional[str] = None              # repeat this record (options given win)
+    overwrite: bool = False                        # replace files impasto did not write
+    save_every: int = 0                            # also write OUTPUT_stepN.png every N steps
+    plot: bool = False                             # also write OUTPUT_loss.png (matplotlib)
+    max_input_pixels: int = MAX_INPUT_PIXELS       # refuse inputs with more pixels than this
+    argv: Optional[list] = None                    # the command, for the record
+
+
+# ----------------------------------------------------------------------------- events
+@dataclass
+class PlanEvent:
+    """Once, before the first step: what the run will do and what it will cost."""
+    schedule: list          # [(long side, steps)], coarsest first
+    output_hw: tuple
+    precision: str
+    device: str
+    peak_bytes: float       # estimated peak memory, decoding the inputs included
+    seconds: Optional[float]
+    available_bytes: Optional[float]
+    reads: list             # [(role, path)] every file the run reads
+    kind: str = "plan"
+
+
+@dataclass
+class StepEvent:
+    """After every step. ``image`` is the current image (a tensor on the run's device): a
+    front end that shows previews encodes one only when it wants one."""
+    step: int
+    total_steps: int
+    loss: float
+    terms: dict
+    elapsed: float
+    scale: int              # index of the coarse-to-fine scale, coarsest 0
+    side: int               # its long side
+    scales: int
+    image: object = None
+    kind: str = "step"
+
+
+@dataclass
+class DoneEvent:
+    result: object          # tasks.Result
+    output: Optional[Path]
+    record_path: Optional[Path]
+    record: Optional[dict]
+    kind: str = "done"
+
+    @property
+    def interrupted(self) -> bool:
+        return self.result.outcome.stop_reason == "interrupted"
+
+
+# ----------------------------------------------------------------------------- checks
+def make_config(task: str, options: dict) -> Config:
+    """The typed config of ``task`` from ``options`` (types, ranges, choices checked)."""
+    if task not in config_mod.TASKS:
+        raise UserError(f"unknown task '{task}' (use one of {', '.join(config_mod.TASKS)})")
+    return Config.for_task(task, **options)
+
+
+def check_network(cfg: Config, task: str) -> None:
+    """The device, the precision, the layers and the network's weights, checked now."""
+    from . import backbones, precision, tasks
+    device = tasks.resolve_device(cfg.device)
+    precision.resolve(cfg.precision, device)
+    resolved = cfg.with_model_layers()
+    if task in config_mod.field_tasks("content_layers"):
+        backbones.check_layers(cfg.model, resolved.content_layers, "content-layers")
+    if task in config_mod.field_tasks("style_layers"):
+        backbones.check_layers(cfg.model, resolved.style_layers, "style-layers")
+    if cfg.pooling != "max" and not backbones.spec(cfg.model).is_vgg:
+        raise UserError(f"option --pooling: {cfg.pooling} pooling is for the VGG models only; "
+                        f"{cfg.model} keeps its own pooling")
+    backbones.check_available(cfg.model, cfg.weights)
+
+
+def check_run_options(request: Request) -> None:
+    if not isinstance(request.save_every, int) or request.save_every < 0:
+        raise UserError(f"option --save-every: must be zero or more, got {request.save_every}")
+    if not isinstance(request.max_input_pixels, int) or request.max_input_pixels < 1:
+        raise UserError("option --max-input-pixels: must be a positive whole number, got "
+                        f"{request.max_input_pixels}")
+    if request.plot:
+        from . import figures
+        figures.require_plotting()
+
+
+def _merge_record(request: Request):
+    """(options, sources) from the request, filled in from its record when it has one."""
+    from . import record as records
+    options = dict(request.options)
+    found = {"content": request.content, "styles": list(request.styles), "mask": request.mask,
+             "region_styles": list(request.region_styles), "init": request.init,
+             "regions": request.regions}
+    if not request.from_record:
+        return options, found
+    rec = records.read(request.from_record)
+    if rec["task"] != request.task:
+        raise UserError(f"--from-record {request.from_record}: the record is of an 'impasto "
+                        f"{rec['task']}' run, not '{request.task}'")
+    merged = dict(rec["options"])
+    merged.update(options)
+    if "model" in options:
+        sources.layers_for_model(merged, options)
+    inputs = rec.get("inputs", {})        # each source not given comes from the record
+    if found["content"] is None:
+        found["content"] = inputs.get("content")
+    if not found["styles"]:
+        found["styles"] = list(inputs.get("styles") or [])
+    if found["mask"] is None:
+        found["mask"] = inputs.get("mask")
+    if not found["region_styles"]:
+        found["region_styles"] = [tuple(r) for r in inputs.get("region_styles") or []]
+    if merged.get("init") not in INITS and "init" not in options and request.init is None:
+        found["init"] = inputs.get("init")      # the record's init file, relative to it
+    return merged, found
+
+
+def prepare(request: Request, *, check_outputs: bool = True, cache: dict | None = None) -> "Job":
+    """Every check of ``request``, its inputs decoded: a Job ready to run. Writes nothing.
+
+    ``check_outputs=False`` leaves the output to the caller (a sweep checks its folder once);
+    ``cache`` ({(source, long side): image}) lets several jobs share decoded inputs."""
+    check_run_options(request)
+    options, found = _merge_record(request)
+    cfg = make_config(request.task, options)
+    check_network(cfg, request.task)
+    spec = sources.gather(request.task, cfg, found)
+    output = Path(request.output) if request.output is not None else None
+    if output is not None and check_outputs:
+        extra = [sources.snapshot_path(output, 1)] if request.save_every else []
+        if request.plot:
+            extra.append(sources.plot_path(output))
+        sources.check_output(output, spec.input_paths(), request.overwrite, extra)
+    loaded = sources.load(spec, cfg, request.max_input_pixels, cache)
+    return Job(request.task, cfg, request, output, spec, loaded)
+
+
+@dataclass
+class Job:
+    """A checked run: its config, its decoded inputs and where it writes."""
+    task: str
+    cfg: Config
+    request: Request
+    output: Optional[Path]
+    spec: "sources.Spec"
+    loaded: "sources.Loaded"
+
+    def run(self, on_event: Optional[Callable] = None, cancel=None):
+        """Run, emitting events to ``on_event``; write the outputs. Returns the DoneEvent.
+
+        ``cancel`` is anything with ``is_set()`` (a threading.Event): once set, the run stops
+        before its next step and keeps the best image so far, as Ctrl-C does. Stopped before
+        its first step, it writes nothing and raises ``Cancelled``."""
+        from . import image as imageio, tasks
+        emit = on_event or (lambda e: None)
+        loaded, request, output = self.loaded, self.request, self.output
+        scales = []
+
+        def on_plan(info):
+            scales.append(len(info["schedule"]))
+            peak = max(info["peak_bytes"], loaded.decode_bytes) + loaded.resident_bytes
+            emit(PlanEvent(info["schedule"], info["output_hw"], info["precision"],
+                           info["device"], peak, info.get("seconds"),
+                           info.get("available_bytes"), self.spec.reads()))
+
+        def callback(s):
+            emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,
+                           scales[0] if scales else 1, s.image))
+            if request.save_every and output is not None and s.step % request.save_every == 0:
+                imageio.save(s.image.clamp(0, 1).cpu(), sources.snapshot_path(output, s.step))
+
+        result = tasks.run(self.task, self.cfg, loaded.content, loaded.styles,
+                           init_image=loaded.init, callback=callback, regions=loaded.regions,
+                           on_plan=on_plan,
+                           should_stop=None if cancel is None else cancel.is_set)
+        if result.outcome.stop_reason == "interrupted" and result.outcome.steps == 0:
+            raise Cancelled("cancelled before the first step; nothing was written")
+        record = record_path = None
+        if output is not None:
+            record, record_path = write_outputs(result, output, self.spec.record_inputs(),
+                                                argv=request.argv, plot=request.plot)
+        done = DoneEvent(result, output, record_path, record)
+        emit(done)
+        return done
+
+
+def write_outputs(result, output: Path, inputs: dict, argv=None, plot=False, record_path=None):
+    """The image (with its record in the PNG's text), the record beside it and, with ``plot``,
+    the loss curves; each written atomically. Returns (record, record path)."""
+    from . import image as imageio, record as records
+    record_path = record_path or records.record_path(output)
+    rec = records.build(result, output, inputs, argv=argv)
+    imageio.save(result.tensor, output, metadata=records.png_metadata(rec)
+                 if output.suffix.lower() == ".png" else None)
+    records.write(rec, record_path)
+    if plot:
+        from . import figures
+        figures.plot_history(result.history, loss_weights(rec["options"]),
+                             sources.plot_path(output), title=output.name)
+    return rec, record_path
+
+
+def loss_weights(options: dict) -> dict:
+    """The weight of each loss term in the total, from a run's options."""
+    return {t: options[f"{t}_weight"] for t in ("content", "style", "tv", "temporal")
+            if options.get(f"{t}_weight") is not None}

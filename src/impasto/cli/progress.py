@@ -1,0 +1,131 @@
+"""What the command line shows while it works: the plan line, a progress bar over steps, and
+one over frames for video. They read the run API's events; the core never prints."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+class Progress:
+    """A progress bar on stderr: step, loss terms, rate; a line per 10% when not a terminal."""
+
+    def __init__(self, stream=sys.stderr, quiet=False):
+        self.stream, self.quiet = stream, quiet
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last_print = -1.0
+        self.width = 24
+        self.work = None   # cumulative work (pixels) after each step, from the schedule
+
+    def set_schedule(self, schedule):
+        """Weight the ETA by each step's pixel count: coarse steps are cheap, fine ones dear."""
+        self.work, total = [], 0
+        for side, n in schedule:
+            for _ in range(n):
+                total += side * side
+                self.work.append(total)
+
+    def eta(self, s):
+        if self.work and 0 < s.step <= len(self.work):
+            done, total = self.work[s.step - 1], self.work[-1]
+            return s.elapsed / done * (total - done)
+        rate = s.step / s.elapsed if s.elapsed > 0 else 0.0
+        return (s.total_steps - s.step) / rate if rate > 0 else 0.0
+
+    def __call__(self, s):
+        if self.quiet:
+            return
+        frac = s.step / max(1, s.total_steps)
+        rate = s.step / s.elapsed if s.elapsed > 0 else 0.0
+        eta = self.eta(s)
+        terms = " ".join(f"{k} {v:.4g}" for k, v in s.terms.items())
+        filled = int(frac * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        line = (f"step {s.step}/{s.total_steps} [{bar}] loss {s.loss:.4g} ({terms}) "
+                f"{rate:.2f} step/s eta {duration(eta)}")
+        if self.tty:
+            self.stream.write("\r" + line + "\033[K")
+            self.stream.flush()
+        else:
+            tick = math.floor(frac * 10)
+            if tick > self.last_print or s.step == s.total_steps:
+                self.last_print = tick
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def close(self):
+        if self.tty and not self.quiet:
+            self.stream.write("\n")
+
+
+def duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def print_plan(plan, show_reads=False, stream=None):
+    """The line before the first step (a PlanEvent): the output size, the scales, the estimated
+    peak memory and, for large runs, time; with ``show_reads`` the files the run reads (a
+    record's paths, resolved relative to the record)."""
+    stream = stream or sys.stderr
+    h, w = plan.output_hw
+    scales = " -> ".join(f"{side}px x{n}" for side, n in plan.schedule)
+    line = (f"impasto: {w}x{h} output, scales {scales}, {plan.precision} on {plan.device}; "
+            f"estimated peak memory {plan.peak_bytes / 2**30:.1f} GiB")
+    if plan.seconds:
+        line += f", time {duration(plan.seconds)}"
+    free = plan.available_bytes
+    if free and plan.peak_bytes > free:
+        line += (f" - more than the {free / 2**30:.1f} GiB free: it may run out of memory; "
+                 "use a smaller --size")
+    print(line, file=stream, flush=True)
+    if show_reads and plan.reads:
+        print("impasto: reading " + ", ".join(f"{role} {path}" for role, path in plan.reads),
+              file=stream, flush=True)
+
+
+class FrameProgress:
+    """Frame i/N and step j/M with an ETA over the whole clip; on a terminal one updating line,
+    otherwise one line per finished frame."""
+
+    def __init__(self, count, stream=sys.stderr, quiet=False):
+        self.count, self.stream, self.quiet = count, stream, quiet
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.start = time.perf_counter()
+        self.computed = 0          # later frames computed in this run (not resumed)
+        self.computed_s = 0.0
+        self.first_s = None        # the first frame (the full budget) is timed apart
+        self.remaining = count
+
+    def eta(self):
+        if not self.computed and self.first_s is None:
+            return ""
+        per = self.computed_s / self.computed if self.computed else self.first_s
+        return f" eta {duration(per * self.remaining)}"
+
+    def step(self, i, s):
+        if self.quiet or not self.tty:
+            return
+        frac = s.step / max(1, s.total_steps)
+        bar = "#" * int(frac * 16) + "-" * (16 - int(frac * 16))
+        self.stream.write(f"\rframe {i + 1}/{self.count} step {s.step}/{s.total_steps} [{bar}] "
+                          f"loss {s.loss:.4g}{self.eta()}\033[K")
+        self.stream.flush()
+
+    def frame(self, f):
+        self.remaining -= 1
+        if not f.resumed and f.index == 0:
+            self.first_s = f.seconds
+        elif not f.resumed:
+            self.computed += 1
+            self.computed_s += f.seconds
+        if self.quiet:
+            return
+        err = "" if f.temporal_error is None else f" temporal error {f.temporal_error:.5f}"
+        if f.resumed:
+            what = "resumed (finished earlier)"
+        else:
+            o = f.result.outcome
+            what = f"{o.steps} steps, loss {o.loss:.4g}, {f.seconds:.1f} s"
+        line = f"frame {f.index + 1}/{self.count}: {what}{err}{self.eta()}"
+        self.stream.write(("\r" + line + "\033[K\n") if self.tty else line + "\n")
+        self.stream.flush()

@@ -1,0 +1,171 @@
+"""``impasto sweep`` and ``impasto explore``: many runs into one folder, every run checked
+before the folder is created or anything runs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from .. import backbones, explore, sweep
+from ..config import EXPLORE_DEFAULTS, Config
+from ..errors import UserError
+from .parser import EXIT_INTERRUPTED, options_from_args
+from .progress import Progress
+
+
+def _check_tile(args):
+    if args.tile < 16:
+        raise UserError(f"option --tile: must be at least 16 pixels, got {args.tile}")
+    if args.plot:
+        from .. import figures
+        figures.require_plotting()
+
+
+def _seed(outdir: Path, options: dict, kind: str) -> int:
+    """The seed every run shares: the one given, else the one an earlier run of this folder
+    chose (so a re-run can skip finished runs), else a new random one. Reads only."""
+    from ..tasks import new_seed
+    if options.get("seed") is not None:
+        return options["seed"]
+    try:
+        seed = json.loads((outdir / f"{kind}.json").read_text())["seed"]
+        if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63:
+            return seed
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return new_seed()
+
+
+def _open_folder(outdir: Path, seed: int, kind: str, argv) -> None:
+    """Create the folder (everything has been checked) and remember the seed in it."""
+    from .. import image as imageio
+    try:
+        outdir.mkdir(exist_ok=True)
+    except OSError as e:
+        raise UserError(f"-o {outdir}: cannot create the folder ({e.strerror})") from None
+    text = json.dumps({"seed": seed, "command": ["impasto", *argv]}, indent=1)
+    imageio.atomic_write(outdir / f"{kind}.json", lambda fh: fh.write(text.encode()))
+
+
+def _announcer(kind, quiet):
+    def announce(n, total, cell, skipped):
+        if quiet:
+            return
+        what = "done earlier, skipped" if skipped else "running"
+        print(f"impasto {kind}: [{n}/{total}] {cell.stem}: {what}", file=sys.stderr, flush=True)
+    return announce
+
+
+class _CellProgress(Progress):
+    """The progress bar of one cell, fed with the run API's events."""
+
+    def __init__(self, interrupt, quiet):
+        super().__init__(quiet=quiet)
+        self.interrupt = interrupt
+
+    def __call__(self, e):
+        if e.kind == "plan":
+            if self.interrupt is not None:
+                self.interrupt.arm()
+            self.set_schedule(e.schedule)
+        elif e.kind == "step":
+            super().__call__(e)
+
+
+def _run(kind, cells, jobs, outdir, seed, args, argv, interrupt):
+    """Check the outputs, create the folder, run every cell, write the summaries."""
+    sweep.check_outputs(jobs, outdir, args.overwrite)
+    _open_folder(outdir, seed, kind, argv)
+    complete = False
+    try:
+        complete = sweep.run_cells(
+            cells, jobs, outdir, seed=seed, cancel=interrupt,
+            progress=lambda cell: _CellProgress(interrupt, args.quiet),
+            announce=_announcer(kind, args.quiet))
+    except KeyboardInterrupt:
+        complete = False
+    return complete
+
+
+def _finish(kind, cells, outdir, written, complete):
+    ran = sum(c.status == "ran" for c in cells)
+    skipped = sum(c.status == "done" for c in cells)
+    names = ", ".join(p.name for p in written)
+    print(f"impasto {kind}: {ran} run, {skipped} skipped (done earlier), "
+          f"{len(cells) - ran - skipped} not run; wrote {names} in {outdir}", file=sys.stderr)
+    if not complete:
+        print(f"impasto {kind}: interrupted; run the same command again to continue",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def run_sweep(args, argv, interrupt=None) -> int:
+    from .. import sources
+    task = args.sweep_task
+    wanted = {"transfer": "CONTENT STYLE [STYLE ...]", "reconstruct": "CONTENT",
+              "texture": "STYLE"}[task]
+    n = len(args.inputs)
+    if (task == "transfer" and n < 2) or (task != "transfer" and n != 1):
+        raise UserError(f"impasto sweep --task {task}: give {wanted} (got {n} image"
+                        f"{'s' if n != 1 else ''})")
+    _check_tile(args)
+    varies = [sweep.parse_vary(spec, task) for spec in args.vary]
+    sweep.check_axes(varies)
+    base = {k: v for k, v in options_from_args(args, "transfer").items()
+            if k in sweep.known_fields(task)}
+    content = args.inputs[0] if task != "texture" else None
+    styles = args.inputs[1:] if task == "transfer" else (args.inputs if task == "texture" else [])
+    outdir = sources.check_output_dir(args.output, {f"input {p}": Path(p) for p in args.inputs})
+    prefix = "_".join(sweep.slug(p) for p in args.inputs)
+    cells = sweep.sweep_cells(task, base, varies, prefix)
+    jobs = sweep.prepare(cells, {task: (content, styles)}, outdir, plot=args.plot,
+                         max_input_pixels=args.max_input_pixels, argv=["impasto", *argv])
+    seed = _seed(outdir, base, "sweep")
+    title = sweep.sweep_title(task, [p.split("/")[-1] for p in args.inputs],
+                              Config.for_task(task, **{**base, "seed": seed}),
+                              {n for v in varies for n in v.names})
+    complete = False
+    try:
+        complete = _run("sweep", cells, jobs, outdir, seed, args, argv, interrupt)
+    finally:
+        written = sweep.write_summaries(cells, varies, outdir, title, args.tile) \
+            if outdir.is_dir() else []
+    return _finish("sweep", cells, outdir, written, complete)
+
+
+def run_explore(args, argv, interrupt=None) -> int:
+    from .. import image as imageio, sources
+    _check_tile(args)
+    options = {**EXPLORE_DEFAULTS, **options_from_args(args, "transfer")}
+    model = Config.for_task("transfer", **options).model    # the options' errors first
+    layers = args.layers or explore.blocks(model)
+    backbones.check_layers(model, layers, "layers")
+    outdir = sources.check_output_dir(args.output, {"content image": Path(args.content),
+                                                    "style image": Path(args.style)})
+    recon, textures = explore.cells(options, layers)
+    cells = recon + textures
+    jobs = sweep.prepare(cells, {"reconstruct": (args.content, []),
+                                 "texture": (None, [args.style])}, outdir, plot=args.plot,
+                         max_input_pixels=args.max_input_pixels, argv=["impasto", *argv])
+    seed = _seed(outdir, options, "explore")
+    complete = False
+    try:
+        complete = _run("explore", cells, jobs, outdir, seed, args, argv, interrupt)
+    finally:
+        written = sweep.write_summaries(cells, None, outdir, "", args.tile) \
+            if outdir.is_dir() else []
+        if written:   # something was made: the two figures
+            size = jobs[0].cfg.size
+            about = f"({model}, {size} px, seed {seed})"
+            content = jobs[0].loaded.content
+            style = jobs[len(recon)].loaded.styles[0]
+            for name, row, source, label, what in (
+                    ("reconstructions.png", recon, content, "original",
+                     f"Content reconstructed from one layer's features, from noise {about}"),
+                    ("textures.png", textures, style, "style image",
+                     f"Textures from growing sets of style layers {about}")):
+                fig = explore.figure(source, label, row, outdir, what, args.tile)
+                imageio.save(fig, outdir / name)
+                written.append(outdir / name)
+    return _finish("explore", cells, outdir, written, complete)
