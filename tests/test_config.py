@@ -147,8 +147,8 @@ def test_the_api_refuses_a_wrong_type_before_building_a_network(monkeypatch, con
     def no_network(*a, **k):
         raise AssertionError("a network was built")
     monkeypatch.setattr(backbones, "build", no_network)
+    monkeypatch.setattr(tasks, "get_backbone", no_network, raising=False)
     monkeypatch.setattr(tasks, "run", no_network)
-    monkeypatch.setattr(impasto, "_run", no_network)
     for bad, says in [({"size": "abc"}, "option --size: 'abc' is not a whole number"),
                       ({"style_layers": "relu1_1"}, "option --style-layers: 'relu1_1' is a "
                                                     "string; give a list of layer names"),
