@@ -158,8 +158,8 @@ print(json.dumps({"maxrss": hwm,
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no /proc (VmHWM) here")
-def test_the_estimate_is_an_upper_bound_of_a_real_runs_peak_memory(cli_env, tmp_path, content_image,
-                                                      style_image):
+def test_the_estimate_is_an_upper_bound_of_a_real_runs_peak_memory(cli_env, tmp_path,
+                                                                    content_image, style_image):
     """A 128 px, 3-step fp32 run in a fresh process: the peak it printed in its plan against
     the peak resident memory the kernel counted (VmHWM). At this size the fixed base (interpreter,
     torch, the weights) is almost all of it, and the constants were fitted at 512 and 1024 px:

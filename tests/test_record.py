@@ -117,7 +117,8 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
 
 
 def test_sanitise():
-    assert record.sanitise(1.5) == 1.5 and record.sanitise(3) == 3 and record.sanitise("nan") == "nan"
+    assert record.sanitise(1.5) == 1.5 and record.sanitise(3) == 3
+    assert record.sanitise("nan") == "nan"
     assert record.sanitise(math.nan) is None and record.sanitise(-math.inf) is None
     assert record.sanitise(True) is True and record.sanitise(None) is None
     nested = {"a": [1.0, math.nan, {"b": (math.inf, 2)}], "c": {"d": -math.inf, "e": "x"}}
@@ -202,7 +203,8 @@ def test_a_good_record_has_no_problems():
     assert record.problems(good_record()) == []
     for task in ("reconstruct", "texture", "video"):
         from impasto.config import Config
-        assert record.problems(good_record(task=task, options=Config.for_task(task).to_dict())) == []
+        options = Config.for_task(task).to_dict()
+        assert record.problems(good_record(task=task, options=options)) == []
     # an option the record lacks (added after it was written) takes its default
     rec = good_record()
     del rec["options"]["flow"], rec["options"]["tv_norm"]
