@@ -490,7 +490,26 @@ def test_default_layers_are_valid_and_ordered(model):
     backbones.check_layers(model, content + style)
     names = backbones.layers(model)
     assert style == sorted(style, key=names.index)
-    assert backbones.default_layers(model) is not backbones.default_layers(model)  # fresh lists
+
+def test_changing_a_returned_default_list_changes_no_later_default():
+    """The defaults are handed out as lists a caller may change (append a layer, reorder):
+    that must not change the defaults of the next call, or of the next run's config."""
+    from impasto.config import Config
+    for model in ALL_MODELS:
+        content, style = (list(x) for x in backbones.default_layers(model))
+        got_c, got_s = backbones.default_layers(model)
+        got_c.append("changed")
+        got_s.clear()
+        assert backbones.default_layers(model) == (content, style)
+        cfg = Config.for_task("transfer", model=model)
+        resolved = cfg.with_model_layers()
+        resolved.content_layers.append("changed")
+        resolved.style_layers.reverse()
+        del resolved.style_layers[0]
+        again = cfg.with_model_layers()
+        assert (again.content_layers, again.style_layers) == (content, style)
+        assert cfg.content_layers is None and cfg.style_layers is None
+        assert backbones.default_layers(model) == (content, style)
 
 
 @pytest.mark.parametrize("model, typo, meant", [

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,15 +24,66 @@ def test_auto_on_the_cpu_follows_the_flags(flags, expected):
     assert precision.resolve("auto", CPU, flags=flags) == expected
 
 
-def test_auto_without_flags_reads_this_machine():
-    flags = precision.cpu_flags()
-    assert isinstance(flags, frozenset)
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        line = next(l for l in cpuinfo.read_text().splitlines() if l.startswith("flags"))
-        assert flags == frozenset(line.split(":", 1)[1].split())
-    fast = bool({"avx512_bf16", "amx_bf16"} & flags)
-    assert precision.resolve("auto", CPU) == ("bf16" if fast else "fp32")
+CPUINFO_HEAD = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Some CPU @ 2.10GHz
+"""
+CPUINFO_TAIL = """bugs\t\t: spectre_v1 spectre_v2
+bogomips\t: 4200.00
+
+"""
+
+
+@pytest.mark.parametrize("flags_line, expected, fast", [
+    ("flags\t\t: fpu vme sse2 avx2 avx512f avx512_bf16 arch_perfmon\n",
+     {"fpu", "vme", "sse2", "avx2", "avx512f", "avx512_bf16", "arch_perfmon"}, True),
+    ("flags\t\t: fpu sse2 amx_bf16 amx_tile amx_int8\n",
+     {"fpu", "sse2", "amx_bf16", "amx_tile", "amx_int8"}, True),
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n",
+     {"fpu", "sse2", "avx2", "avx512f", "avx512bw", "avx512_vnni"}, False),
+    ("vmx flags\t: vnmi preemption_timer avx512_bf16\n", set(), False),   # not the CPU's flags
+    ("", set(), False),                                                    # no flags line
+])
+def test_cpu_flags_parses_cpuinfo_text(tmp_path, flags_line, expected, fast):
+    """The flags line, whatever comes before and after it."""
+    text = CPUINFO_HEAD + flags_line + CPUINFO_TAIL
+    assert precision.parse_cpu_flags(text) == frozenset(expected)
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    flags = precision.cpu_flags(path)
+    assert flags == frozenset(expected) and isinstance(flags, frozenset)
+    assert precision.cpu_has_fast_bf16(flags) is fast
+    assert precision.resolve("auto", CPU, flags=flags) == ("bf16" if fast else "fp32")
+
+
+def test_cpu_flags_are_the_first_processors():
+    two = ("processor\t: 0\nflags\t\t: fpu sse2\n\nprocessor\t: 1\n"
+           "flags\t\t: fpu sse2 avx512_bf16\n")
+    assert precision.parse_cpu_flags(two) == {"fpu", "sse2"}
+
+
+def test_cpu_flags_of_a_missing_or_odd_file_are_empty(tmp_path):
+    assert precision.cpu_flags(tmp_path / "no-such-cpuinfo") == frozenset()
+    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # aarch64
+    assert precision.cpu_flags(tmp_path / "arm") == frozenset()
+    (tmp_path / "colonless").write_text("flags avx512_bf16\n")
+    assert precision.cpu_flags(tmp_path / "colonless") == frozenset()
+    assert precision.parse_cpu_flags("flags\t:\n") == frozenset()
+
+
+def test_cpu_flags_of_this_machine_are_read_once(monkeypatch, tmp_path):
+    """The default path is read once (cached); resolve('auto') uses it."""
+    first = precision.cpu_flags()
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("flags\t\t: avx512_bf16\n")
+    monkeypatch.setattr(precision, "CPUINFO", str(fake))
+    assert precision.cpu_flags() is first                       # cached, the file not read again
+    precision._this_cpu.cache_clear()
+    try:
+        assert precision.cpu_flags() == {"avx512_bf16"}
+        assert precision.resolve("auto", CPU) == "bf16"
+    finally:
+        precision._this_cpu.cache_clear()
 
 
 def test_auto_elsewhere_is_fp32():

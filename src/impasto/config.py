@@ -6,7 +6,9 @@ reads them back, and the Python API takes them as keyword arguments.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -46,20 +48,20 @@ class Config:
         1.0, "style image long side as a multiple of the output long side: larger values give "
         "larger brush strokes", tasks=_STYLED)
     # --- objective
-    content_layers: Optional[list] = _opt(
+    content_layers: Optional[list[str]] = _opt(
         None, "layers whose features the output must match (paper names, e.g. relu4_2; "
         "'impasto layers --model M' lists a model's layers and its defaults)",
         tasks=_CONTENTED, metavar="LAYER", default_text="the model's (vgg19: relu4_2)")
-    content_layer_weights: Optional[list] = _opt(
+    content_layer_weights: Optional[list[float]] = _opt(
         None, "one weight per content layer (default: equal)", tasks=_CONTENTED, metavar="W")
-    style_layers: Optional[list] = _opt(
+    style_layers: Optional[list[str]] = _opt(
         None, "layers whose Gram matrices the output must match",
         tasks=_STYLED, metavar="LAYER",
         default_text="the model's (vgg19: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1)")
-    style_layer_weights: Optional[list] = _opt(
+    style_layer_weights: Optional[list[float]] = _opt(
         None, "one weight per style layer (default: equal; each layer's loss is already "
         "normalised by its target's energy)", tasks=_STYLED, metavar="W")
-    style_blend: Optional[list] = _opt(
+    style_blend: Optional[list[float]] = _opt(
         None, "weights of the style images when several are given, e.g. 0.7,0.3 (default: "
         "equal); their Gram matrices are mixed, not their losses", tasks=_STYLED, metavar="W")
     style_loss: str = _opt("gram", "style statistic: gram (Gram matrices, Gatys et al.) or w2 "
@@ -148,17 +150,14 @@ class Config:
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> "Config":
-        """The defaults of ``task`` with ``overrides`` applied and checked."""
-        base = dict(TASK_DEFAULTS[task])
-        base.update({k: v for k, v in overrides.items()})
-        unknown = sorted(set(base) - set(field_names()))
-        if unknown:
-            from .errors import closest
-            name = unknown[0]
-            raise UserError(f"unknown option '{name}' (did you mean '{closest(name, field_names())}'?)")
-        cfg = cls(**base)
-        cfg.validate(task)
-        return cfg
+        """The defaults of ``task`` with ``overrides`` applied and checked: the names, the
+        types, then the ranges, every problem at once in one UserError (see ``problems``)."""
+        if task not in TASK_DEFAULTS:
+            raise UserError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
+        lines = problems(task, overrides)
+        if lines:
+            raise options_error(lines)
+        return cls(**{**TASK_DEFAULTS[task], **overrides})
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":
@@ -171,38 +170,50 @@ class Config:
             return self.lr
         return 1.0 if self.optimizer == "lbfgs" else 0.02
 
+    def problems(self, task: str) -> list[str]:
+        """Every problem with this config for ``task``, one ``name: why`` line each: the types
+        first, and the ranges once every type is right."""
+        return (type_problems({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+                or self._range_problems(task))
+
     def validate(self, task: str) -> None:
-        """Raise UserError naming the option for any value out of range."""
+        """Raise one UserError naming every option whose type or value is wrong."""
+        lines = self.problems(task)
+        if lines:
+            raise options_error(lines)
+
+    def _range_problems(self, task: str) -> list[str]:
+        """Values out of range, the types already checked."""
+        out = []
+
         def bad(name, why):
-            raise UserError(f"option --{name.replace('_', '-')}: {why}")
+            out.append(f"{name}: {why}")
 
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                bad(f.name, f"'{value}' is not one of {', '.join(choices)}")
-            if isinstance(value, float) and not math.isfinite(value):
-                bad(f.name, f"must be a finite number, got {value}")
+                bad(f.name, f"{_show(value)} is not one of {', '.join(choices)}")
         if self.size < 16:
             bad("size", f"must be at least 16 pixels, got {self.size}")
         if self.size > MAX_SIZE:
             bad("size", f"must be at most {MAX_SIZE} pixels, got {self.size}")
         if self.style_scale <= 0:
             bad("style_scale", f"must be positive, got {self.style_scale}")
-        if self.style_scale > MAX_STYLE_SCALE:
+        elif self.style_scale > MAX_STYLE_SCALE:
             bad("style_scale", f"must be at most {MAX_STYLE_SCALE:g}, got {self.style_scale:g}")
-        if task in _STYLED and self.size * self.style_scale > MAX_SIZE:
+        elif task in _STYLED and self.size <= MAX_SIZE < self.size * self.style_scale:
             bad("style_scale", f"gives a {self.size * self.style_scale:.0f} px style image at "
                 f"--size {self.size}; --size x --style-scale must be at most {MAX_SIZE}")
         if self.scales is not None and not (1 <= self.scales <= 8):
             bad("scales", f"must be between 1 and 8, got {self.scales}")
-        if self.steps < 0:
-            bad("steps", f"must be zero or more, got {self.steps}")
-        for name in ("content_weight", "style_weight", "tv_weight", "tol"):
+        for name in ("steps", "content_weight", "style_weight", "tv_weight", "tol", "frame_steps",
+                     "temporal_weight", "start"):
             if getattr(self, name) < 0:
                 bad(name, f"must be zero or more, got {getattr(self, name)}")
-        if self.lr is not None and self.lr <= 0:
-            bad("lr", f"must be positive, got {self.lr}")
+        for name in ("lr", "fps", "duration"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                bad(name, f"must be positive, got {getattr(self, name)}")
         for name in ("history_size", "tol_window", "patience"):
             if getattr(self, name) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
@@ -217,34 +228,126 @@ class Config:
                 if lay is not None and len(w) != len(lay):
                     bad(weights, f"gives {len(w)} weights for {len(lay)} layers "
                         f"({', '.join(lay)}): give one weight per layer")
-                if any((not math.isfinite(x)) or x < 0 for x in w):
-                    bad(weights, "weights must be finite and zero or more")
-        if self.style_blend is not None and any((not math.isfinite(x)) or x < 0
-                                                for x in self.style_blend):
-            bad("style_blend", "weights must be finite and zero or more")
-        if self.style_blend is not None and sum(self.style_blend) <= 0:
-            bad("style_blend", "at least one weight must be positive")
+                if any(x < 0 for x in w):
+                    bad(weights, "weights must be zero or more")
+        if self.style_blend is not None:
+            if any(x < 0 for x in self.style_blend):
+                bad("style_blend", "weights must be zero or more")
+            elif sum(self.style_blend) <= 0:
+                bad("style_blend", "at least one weight must be positive")
         if self.preserve_color != "none" and self.color_from != "none":
             bad("color_from", "cannot be combined with --preserve-color (one takes the content's "
                 "colours, the other the style's)")
-        if self.frame_steps < 0:
-            bad("frame_steps", f"must be zero or more, got {self.frame_steps}")
-        if self.temporal_weight < 0:
-            bad("temporal_weight", f"must be zero or more, got {self.temporal_weight}")
-        if self.fps is not None and not self.fps > 0:
-            bad("fps", f"must be positive, got {self.fps}")
-        if self.start < 0:
-            bad("start", f"must be zero or more, got {self.start}")
-        if self.duration is not None and not self.duration > 0:
-            bad("duration", f"must be positive, got {self.duration}")
-        if self.init not in INITS and not isinstance(self.init, str):
-            bad("init", f"must be one of {', '.join(INITS)} or an image file")
-        if task == "texture" and self.init == "content":
+        if not self.init.strip():
+            bad("init", f"is empty: give {', '.join(INITS)} or an image file")
+        elif task == "texture" and self.init == "content":
             bad("init", "texture synthesis has no content image: use gaussian, uniform, "
                 "style or an image file")
-        if task == "reconstruct" and self.init == "style":
+        elif task == "reconstruct" and self.init == "style":
             bad("init", "reconstruction has no style image: use gaussian, uniform, "
                 "content or an image file")
+        if self.weights is not None and not self.weights.strip():
+            bad("weights", "is empty: give a weights file, or leave it out for the default")
+        return out
+
+
+# ---------------------------------------------------------------------- checking values
+def _show(value, limit: int = 60) -> str:
+    """``value`` as repr shows it, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number_problem(value, whole: bool) -> str | None:
+    """Why ``value`` is not a (whole) finite number, or None."""
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return f"{_show(value)} is not {kind}"
+        return f"{_show(value)} is a string; give {kind} without quotes"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{_show(value)} is not {kind}"
+    if whole and not isinstance(value, int):
+        if math.isfinite(value) and value == int(value):
+            return f"{_show(value)} is a decimal number; give a whole number ({int(value)})"
+        return f"{_show(value)} is not a whole number"
+    try:
+        if not math.isfinite(value):
+            return f"{_show(value)} is not a finite number"
+    except OverflowError:     # an int too large for a float
+        return f"{_show(value)} is too large"
+    return None
+
+
+def type_problem(name: str, value) -> str | None:
+    """Why ``value`` is not of option ``name``'s type (as its annotation says), or None."""
+    kind, optional = field_type(name)
+    item = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
+    if item is not None:
+        what = "a list of layer names" if item is str else "a list of numbers"
+    elif kind is str:
+        choices = _field(name).metadata.get("choices") or (
+            (*INITS[:-1], f"{INITS[-1]} or an image file") if name == "init" else None)
+        what = f"one of {', '.join(choices)}" if choices else None
+    else:
+        what = {int: "a whole number", float: "a number", bool: "true or false"}[kind]
+    if value is None:
+        return None if optional else f"None is not allowed; give {what}"
+    if item is not None:
+        if isinstance(value, str):
+            return f"{_show(value)} is a string; give {what}"
+        if not isinstance(value, list):
+            return f"{_show(value)} is not a list; give {what}"
+        for i, x in enumerate(value, 1):
+            if (not isinstance(x, str)) if item is str else _number_problem(x, whole=False):
+                return f"{_show(value)} has {_show(x)} at position {i}; give {what}"
+        return None
+    if kind is bool:
+        return None if isinstance(value, bool) else f"{_show(value)} is not true or false"
+    if kind is str:
+        if isinstance(value, str):
+            return None
+        return f"{_show(value)} is not a string" + (f"; give {what}" if what else "")
+    return _number_problem(value, whole=kind is int)
+
+
+def type_problems(values) -> list[str]:
+    """A ``name: why`` line for every known option in ``values`` (a mapping of option names
+    to values) whose value has the wrong type; unknown names are left to ``problems``."""
+    names = set(field_names())
+    return [f"{k}: {why}" for k, v in values.items()
+            if k in names and (why := type_problem(k, v)) is not None]
+
+
+def problems(task: str | None, values) -> list[str]:
+    """Every problem with options ``values`` for ``task`` (the task's defaults filling the
+    rest), one ``name: why`` line each: unknown names (with the nearest known one), wrong
+    types, and, once every type is right, values out of range (not checked when ``task`` is
+    None: unknown)."""
+    from .errors import closest
+    names = field_names()
+    lines = [f"{k}: unknown option (did you mean '{closest(k, names)}'?)"
+             for k in values if k not in names]
+    wrong = type_problems(values)
+    if not wrong and task is not None:
+        known = {k: v for k, v in values.items() if k in names}
+        lines += Config(**{**TASK_DEFAULTS[task], **known})._range_problems(task)
+    return lines + wrong
+
+
+def options_error(lines) -> UserError:
+    """One UserError for the ``name: why`` lines of ``problems``, named as the CLI spells
+    the options: ``option --size: ...``, or a count and one line per problem."""
+    shown = []
+    for line in lines:
+        name, why = line.split(": ", 1)
+        shown.append(f"option --{name.replace('_', '-')}: {why}")
+    if len(shown) == 1:
+        return UserError(shown[0])
+    return UserError(f"{len(shown)} problems with the options:\n" +
+                     "\n".join(f"  {s}" for s in shown))
 
 
 # Texture synthesis runs at a single scale by default: at a coarse scale the deep layers have
@@ -271,10 +374,19 @@ def field_names():
     return [f.name for f in dataclasses.fields(Config)]
 
 
+@functools.lru_cache(maxsize=None)
+def _hints() -> dict:
+    return typing.get_type_hints(Config)
+
+
+def _field(name):
+    return {f.name: f for f in dataclasses.fields(Config)}[name]
+
+
 def field_type(name) -> tuple[type, bool]:
-    """The value type of option ``name`` (Optional unwrapped) and whether it may be None."""
-    import typing
-    t = typing.get_type_hints(Config)[name]
+    """The value type of option ``name`` (Optional unwrapped; ``list[str]`` for the layer
+    lists, ``list[float]`` for the weight lists) and whether it may be None."""
+    t = _hints()[name]
     args = [a for a in typing.get_args(t) if a is not type(None)]
     return (args[0] if args else t), type(None) in typing.get_args(t)
 

@@ -10,17 +10,35 @@ from .errors import UserError
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+CPUINFO = "/proc/cpuinfo"
+
+
+def parse_cpu_flags(text: str) -> frozenset:
+    """The flags of the first ``flags : ...`` line of /proc/cpuinfo text (empty if none)."""
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
     return frozenset()
+
+
+def cpu_flags(path=None) -> frozenset:
+    """The CPU feature flags the kernel reports in ``path`` (default /proc/cpuinfo, read
+    once); empty where the file does not exist or has no flags line."""
+    return _this_cpu() if path is None else _read_flags(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _this_cpu() -> frozenset:
+    return _read_flags(CPUINFO)
+
+
+def _read_flags(path) -> frozenset:
+    try:
+        with open(path, errors="replace") as fh:
+            return parse_cpu_flags(fh.read())
+    except OSError:
+        return frozenset()
 
 
 def cpu_has_fast_bf16(flags=None) -> bool:
