@@ -284,6 +284,7 @@ def test_a_failed_write_keeps_the_old_file_and_no_temp_file(tmp_path):
 
 
 def test_check_writable(tmp_path):
+    """The old name of check_output still works, with its old messages."""
     assert io.check_writable(tmp_path / "a.png") == tmp_path / "a.png"
     assert io.check_writable(tmp_path / "a.JPG") == tmp_path / "a.JPG"
     with pytest.raises(UserError, match="does not exist"):
@@ -292,7 +293,7 @@ def test_check_writable(tmp_path):
         io.check_writable(tmp_path)
     with pytest.raises(UserError, match="unknown image format '.xyz'"):
         io.check_writable(tmp_path / "a.xyz")
-    with pytest.raises(UserError, match="unknown image format"):
+    with pytest.raises(UserError, match="no file extension"):
         io.check_writable(tmp_path / "noext")
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a folder"):
@@ -604,4 +605,128 @@ def test_input_peak_bytes_reads_the_header(tmp_path, bomb):
     assert io.input_peak_bytes(bomb, 48, max_pixels=None) == io.decode_peak_bytes(
         20000, 20000, "1", 48, fmt="PNG")
     one_line_error(lambda: io.input_peak_bytes(bomb, 48, "content image"), "--max-input-pixels")
+
+
+# ----------------------------------------------------------------------------- outputs
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(options) -> a fresh tmpfs folder (as root), unmounted after the test."""
+    mounted = []
+
+    def mount(options):
+        where = tmp_path / f"mnt{len(mounted)}"
+        where.mkdir()
+        run = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                             capture_output=True, text=True)
+        if run.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {run.stderr.strip()}")
+        mounted.append(where)
+        return where
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".gif", ".ico", ".webp", ".tif", ".bmp"])
+def test_check_output_accepts_formats_pillow_writes(tmp_path, ext):
+    assert io.check_output(tmp_path / f"out{ext}") == tmp_path / f"out{ext}"
+    assert os.listdir(tmp_path) == []                         # its trial file is gone
+
+
+@pytest.mark.parametrize("ext, fmt", [(".psd", "PSD"),        # no writer at all
+                                      (".xbm", "XBM"),        # a writer, but not for RGB
+                                      (".msp", "MSP")])
+def test_check_output_refuses_formats_pillow_cannot_write(tmp_path, ext, fmt):
+    path = tmp_path / f"out{ext}"
+    msg = one_line_error(lambda: io.check_output(path), path)
+    assert msg == f"-o {path}: Pillow cannot write {fmt} images ('{ext}'); use .png or .jpg"
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_output_refuses_what_is_not_a_regular_file(tmp_path):
+    target = tmp_path / "real.png"
+    synthetic(32, 24).save(target)
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    msg = one_line_error(lambda: io.check_output(link), link)
+    assert msg == (f"-o {link}: is a symbolic link (to {target}); impasto replaces only a "
+                   "regular file, and only as a whole (choose another name)")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    msg = one_line_error(lambda: within(20, lambda: io.check_output(fifo, "--save-every")))
+    assert msg.startswith(f"--save-every {fifo}: is a FIFO (named pipe); impasto replaces only")
+    msg = one_line_error(lambda: io.check_output(tmp_path))
+    assert msg == f"-o {tmp_path}: is a folder; give an output file name such as {tmp_path / 'out.png'}"
+    assert io.check_output(target) == target                 # a regular file may be replaced
+
+
+def test_check_output_tries_the_folder_for_real(tmpfs):
+    folder = tmpfs("ro,size=1m")
+    msg = one_line_error(lambda: io.check_output(folder / "out.png"), folder)
+    assert msg == (f"-o {folder / 'out.png'}: cannot write to folder {folder} "
+                   "(read-only file system)")
+
+
+def test_check_output_finds_a_full_disk(tmpfs):
+    folder = tmpfs("size=64k")
+    (folder / "filler").write_bytes(b"x" * 64 * 1024)
+    msg = one_line_error(lambda: io.check_output(folder / "out.png"), folder)
+    assert msg.endswith("(no space left on device)")
+    assert os.listdir(folder) == ["filler"]
+
+
+# ----------------------------------------------------------------------------- writing safely
+def noise(size=256):
+    """An image that does not compress: a PNG of it is about 3 bytes a pixel."""
+    return Image.fromarray(np.random.default_rng(1).integers(0, 256, (size, size, 3), np.uint8))
+
+
+def test_a_full_disk_leaves_nothing_written(tmpfs):
+    folder = tmpfs("size=64k")
+    out = folder / "out.png"
+    msg = one_line_error(lambda: io.save(noise(), out), out)
+    assert msg == f"cannot write {out}: No space left on device; nothing was written"
+    assert os.listdir(folder) == []
+    # an old file stays as it was
+    out.write_bytes(b"old")
+    one_line_error(lambda: io.save(noise(), out))
+    assert os.listdir(folder) == ["out.png"] and out.read_bytes() == b"old"
+    one_line_error(lambda: io.atomic_write(folder / "r.json", lambda fh: fh.write(bytes(10**6))))
+    assert os.listdir(folder) == ["out.png"]
+
+
+def test_a_read_only_folder_is_one_line(tmpfs):
+    folder = tmpfs("ro,size=1m")
+    msg = one_line_error(lambda: io.save(noise(8), folder / "out.png"))
+    assert msg == f"cannot write {folder / 'out.png'}: Read-only file system; nothing was written"
+
+
+def test_an_interrupted_save_removes_its_temp_file(tmp_path):
+    class Interrupting:
+        """An image whose save is interrupted half-way, as by Ctrl-C."""
+        def __init__(self):
+            self.im = noise(64)
+
+        def save(self, fh, **kw):
+            fh.write(b"half")
+            raise KeyboardInterrupt
+    out = tmp_path / "out.png"
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write(out, lambda fh: Interrupting().save(fh))
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_never_replaces_what_is_not_a_regular_file(tmp_path, synthetic_image):
+    folder = tmp_path / "out.png"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    msg = one_line_error(lambda: io.save(synthetic_image, folder), folder)
+    assert msg == (f"cannot write {folder}: it is a folder, and impasto replaces only a "
+                   "regular file; nothing was written")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    one_line_error(lambda: within(20, lambda: io.save(synthetic_image, fifo)), "a FIFO")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["out.png", "pipe.png"]
+    assert os.listdir(folder) == ["keep.txt"]
 

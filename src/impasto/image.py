@@ -10,6 +10,7 @@ input is ever overwritten; an input is sized from its header before any pixel is
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -354,45 +355,104 @@ def resize_long(t: torch.Tensor, long_side: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- outputs
-def check_writable(path) -> Path:
-    """Fail early, with one line, if ``path`` cannot be written as an image file."""
+@functools.lru_cache(maxsize=None)
+def _writable_format(ext: str) -> str | None:
+    """Pillow's format for ``ext`` if Pillow really writes an RGB image in it, else None."""
+    fmt = Image.registered_extensions().get(ext)
+    if fmt is None or fmt not in Image.SAVE:
+        return None
+    try:
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+    except Exception:
+        return None
+    return fmt
+
+
+def check_output(path, what: str = "-o") -> Path:
+    """Fail now, with one line, if an image cannot be written at ``path`` by save(): the
+    format is written for real to memory, and a file is created and removed in the folder."""
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; give an output file name such as {path / 'out.png'}")
+    label = f"{what} {path}"
+    parent = path.parent
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):   # the folder checks below say which
+        st = None
+    except OSError as e:
+        raise UserError(f"{label}: cannot write there ({e.strerror.lower()})") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{label}: is a folder; give an output file name such as {path / 'out.png'}")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = _kind(st.st_mode)
+        if stat.S_ISLNK(st.st_mode):
+            kind += f" (to {os.readlink(path)})"
+        raise UserError(f"{label}: is {kind}; impasto replaces only a regular file, and only "
+                        "as a whole (choose another name)")
     if not parent.exists():
-        raise UserError(f"{path}: folder {parent} does not exist (create it first)")
+        raise UserError(f"{label}: folder {parent} does not exist (create it first)")
     if not parent.is_dir():
-        raise UserError(f"{path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{path}: cannot write to folder {parent} (permission denied)")
+        raise UserError(f"{label}: {parent} is not a folder")
     ext = path.suffix.lower()
-    known = Image.registered_extensions()
-    if ext not in known:
-        raise UserError(f"{path}: unknown image format '{ext or '(none)'}'; use .png or .jpg")
+    if not ext:
+        raise UserError(f"{label}: no file extension, so the image format is unknown; "
+                        "add one such as .png or .jpg")
+    if ext not in Image.registered_extensions():
+        raise UserError(f"{label}: unknown image format '{ext}'; use .png or .jpg")
+    if _writable_format(ext) is None:
+        fmt = Image.registered_extensions()[ext]
+        raise UserError(f"{label}: Pillow cannot write {fmt} images ('{ext}'); use .png or .jpg")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+        try:
+            os.write(fd, bytes(4096))       # a full disk or quota refuses data, not names
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{label}: cannot write to folder {parent} "
+                        f"({(e.strerror or str(e)).lower()})") from None
     return path
+
+
+check_writable = check_output
+
+
+def _refuse_non_regular(path: Path) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISREG(mode):
+        raise UserError(f"cannot write {path}: it is {_kind(mode)}, and impasto replaces only "
+                        "a regular file; nothing was written")
 
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """A temporary file name beside ``path`` to write to; renamed into place when the block
-    ends without an error and removed when it does not, so a reader never sees a half-written
-    file. For writers that want a file name (a video muxer) rather than a file object."""
+    """A temporary file name beside ``path`` to write to; synced and renamed into place when
+    the block ends without an error and removed when it does not, so a reader never sees a
+    half-written file. An OSError (disk full, read-only, permission) becomes one UserError
+    line. For writers that want a file name (a video muxer) rather than a file object."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or ".")
-    os.close(fd)
+    _refuse_non_regular(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}; nothing was written") from None
     try:
         yield tmp
-        try:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())           # a late ENOSPC/EDQUOT shows now, not after rename
+        with contextlib.suppress(OSError):
             os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        except OSError:
-            pass
+        _refuse_non_regular(path)
         os.replace(tmp, path)
-    except BaseException:
-        try:
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
+        if isinstance(e, OSError) and e.errno is not None:
+            raise UserError(f"cannot write {path}: {e.strerror}; nothing was written") from None
         raise
 
 
