@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageOps
 
 from conftest import pil_to_tensor, synthetic
-from impasto import image as io
+from impasto import image as io, safe_io
 from impasto.errors import UserError
 
 
@@ -730,3 +730,44 @@ def test_save_never_replaces_what_is_not_a_regular_file(tmp_path, synthetic_imag
     assert sorted(os.listdir(tmp_path)) == ["out.png", "pipe.png"]
     assert os.listdir(folder) == ["keep.txt"]
 
+
+# ----------------------------------------------------------------------------- outputs vs inputs
+@pytest.fixture
+def photo(tmp_path, monkeypatch):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    synthetic(32, 24).save(tmp_path / "photo.jpg")
+    synthetic(32, 24, seed=1).save(tmp_path / "style.png")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "photo.jpg"
+
+
+@pytest.mark.parametrize("spelling", ["photo.jpg", "./photo.jpg", "sub/../photo.jpg",
+                                      "{dir}/photo.jpg", "symlink", "hardlink", "linked folder"])
+def test_an_output_that_is_an_input_is_refused(photo, spelling):
+    inputs = {"content image": "photo.jpg", "style image": ["style.png"], "mask": None}
+    out = spelling.format(dir=photo.parent)
+    if spelling == "symlink":
+        out = "link.jpg"
+        os.symlink("photo.jpg", out)
+    elif spelling == "hardlink":
+        out = "hard.jpg"
+        os.link("photo.jpg", out)
+    elif spelling == "linked folder":
+        os.symlink(".", "here")
+        out = "here/photo.jpg"
+    msg = one_line_error(lambda: safe_io.refuse_overwriting_inputs({"-o": out}, inputs))
+    assert msg == (f"-o {out}: is the content image; choose another output name "
+                   "(impasto never overwrites its inputs)")
+    assert safe_io.same_file(out, photo)
+
+
+def test_outputs_that_do_not_exist_yet_are_compared_by_path(photo):
+    inputs = {"style image": ["style.png", "photo.jpg"]}
+    safe_io.refuse_overwriting_inputs({"-o": "new.png", "--save-every": "sub/new.png"}, inputs)
+    assert not safe_io.same_file("new.png", "sub/../new.png") is False
+    msg = one_line_error(lambda: safe_io.refuse_overwriting_inputs(
+        {"-o": "out.png", "--plot": "sub/../photo.jpg"}, inputs))
+    assert msg.startswith("--plot sub/../photo.jpg: is style image 2; choose another output name")
+    # data given in memory has no path to collide with
+    safe_io.refuse_overwriting_inputs({"-o": "out.png"}, {"content image": b"\x89PNG"})
