@@ -178,3 +178,17 @@ def test_the_estimate_is_an_upper_bound_of_a_real_runs_peak_memory(cli_env, tmp_
     real, est = got["maxrss"], got["peak_bytes"]
     assert real <= est < 2 * real, \
         f"estimate {est / 2**20:.0f} MiB, real peak {real / 2**20:.0f} MiB"
+
+
+def test_a_style_image_larger_than_the_output_sets_the_peak():
+    """--style-scale 4: the style targets' forward pass at 4x the output's side holds more
+    than the whole optimisation at the output size."""
+    layers = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1", "relu4_2"]
+    plan = [(256, 10)]
+    plain = estimate.estimate("vgg19", layers, plan, (192, 256), "fp32")
+    small = estimate.estimate("vgg19", layers, plan, (192, 256), "fp32", style_hws=[(96, 128)])
+    big = estimate.estimate("vgg19", layers, plan, (192, 256), "fp32", style_hws=[(768, 1024)])
+    assert small["peak_bytes"] == plain["peak_bytes"]
+    expected = estimate.BASE_BYTES + 4.0 * estimate.activation_elements("vgg19", "relu5_1",
+                                                                          (768, 1024))
+    assert big["peak_bytes"] == pytest.approx(expected) and expected > plain["peak_bytes"]

@@ -187,6 +187,11 @@ class Job:
     spec: "sources.Spec"
     loaded: "sources.Loaded"
 
+    def reads(self) -> list:
+        """[(role, absolute path)]: every file this run reads, the weights file included."""
+        extra = [("weights", str(Path(self.cfg.weights).resolve()))] if self.cfg.weights else []
+        return self.spec.reads() + extra
+
     def run(self, on_event: Optional[Callable] = None, cancel=None):
         """Run, emitting events to ``on_event``; write the outputs. Returns the DoneEvent.
 
@@ -203,7 +208,7 @@ class Job:
             peak = max(info["peak_bytes"], loaded.decode_bytes) + loaded.resident_bytes
             emit(PlanEvent(info["schedule"], info["output_hw"], info["precision"],
                            info["device"], peak, info.get("seconds"),
-                           info.get("available_bytes"), self.spec.reads()))
+                           info.get("available_bytes"), self.reads()))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,
@@ -227,14 +232,19 @@ class Job:
 
 
 def write_outputs(result, output: Path, inputs: dict, argv=None, plot=False, record_path=None):
-    """The image (with its record in the PNG's text), the record beside it and, with ``plot``,
-    the loss curves; each written atomically. Returns (record, record path)."""
+    """The image (with its record in the PNG's text) and the record beside it, written as a
+    pair: both go to temporary files first and are renamed into place only when both are
+    complete, so a full disk leaves neither. With ``plot``, the loss curves too. Returns
+    (record, record path)."""
     from . import image as imageio, record as records
     record_path = record_path or records.record_path(output)
     rec = records.build(result, output, inputs, argv=argv)
-    imageio.save(result.tensor, output, metadata=records.png_metadata(rec)
-                 if output.suffix.lower() == ".png" else None)
-    records.write(rec, record_path)
+    write_image = imageio.encoder(result.tensor, output, records.png_metadata(rec)
+                                  if output.suffix.lower() == ".png" else None)
+    with imageio.atomic_path(record_path) as rec_tmp, imageio.atomic_path(output) as img_tmp:
+        with open(img_tmp, "wb") as fh:
+            write_image(fh)
+        records.write(rec, rec_tmp)
     if plot:
         from . import figures
         figures.plot_history(result.history, loss_weights(rec["options"]),

@@ -73,12 +73,19 @@ def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
     return step_flops(model, deepest, (side, side)) / max(seconds, 1e-9)
 
 
-def estimate(model, layers, plan, aspect_hw, precision, throughput=None) -> dict:
-    """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run."""
+def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_hws=()) -> dict:
+    """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run.
+
+    ``style_hws``: the style images' sizes at full scale (``--size`` x ``--style-scale``). Their
+    targets are computed once, without autograd: every activation is held at most once, in the
+    network's dtype, so a style image much larger than the output can set the peak."""
     deepest = backbones.deepest(model, layers)
     peak_hw = imageio.fit_size(*aspect_hw, max(side for side, _ in plan))
     peak = BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
                                                                                peak_hw)
+    value_bytes = 4.0 if precision == "fp32" else 2.0
+    for hw in style_hws:
+        peak = max(peak, BASE_BYTES + value_bytes * activation_elements(model, deepest, hw))
     flops = sum(n * step_flops(model, deepest, imageio.fit_size(*aspect_hw, side))
                 for side, n in plan)
     return {"peak_bytes": peak, "flops": flops,

@@ -462,11 +462,11 @@ def atomic_write(path, write_fn, binary=True) -> None:
         write_fn(fh)
 
 
-def save(image, path, metadata: dict | None = None) -> None:
-    """Save a PIL image or tensor atomically; ``metadata`` goes in PNG text chunks."""
-    path = Path(path)
+def encoder(image, path, metadata: dict | None = None):
+    """A function that writes ``image`` to a binary file in the format of ``path``'s extension;
+    ``metadata`` goes in PNG text chunks."""
     pil = image if isinstance(image, Image.Image) else to_pil(image)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     kwargs = {}
     if fmt == "PNG" and metadata:
         info = PngImagePlugin.PngInfo()
@@ -475,4 +475,9 @@ def save(image, path, metadata: dict | None = None) -> None:
         kwargs["pnginfo"] = info
     elif fmt == "JPEG":
         kwargs["quality"] = 95
-    atomic_write(path, lambda fh: pil.save(fh, format=fmt, **kwargs))
+    return lambda fh: pil.save(fh, format=fmt, **kwargs)
+
+
+def save(image, path, metadata: dict | None = None) -> None:
+    """Save a PIL image or tensor atomically; ``metadata`` goes in PNG text chunks."""
+    atomic_write(path, encoder(image, path, metadata))

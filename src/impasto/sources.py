@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import image as imageio, regions as regionsmod
+from . import image as imageio, regions as regionsmod, safe_io
 from .config import INITS, Config
 from .errors import UserError
 
@@ -183,11 +183,12 @@ def check_output(output: Path, inputs: dict, overwrite: bool, extra=(), record=N
     ``extra`` are further files the run writes (snapshots, plots), checked against the
     inputs."""
     from . import record as records
-    output = imageio.check_output(output)
+    output = Path(output)
     record = Path(record) if record is not None else records.record_path(output)
     outs = {"-o": output, "the run record": record}
     outs.update({f"{p.name}": p for p in map(Path, extra)})
-    imageio.refuse_overwriting_inputs(outs, inputs)
+    safe_io.refuse_overwriting_inputs(outs, inputs)
+    imageio.check_output(output)
     if record.exists() and not record.is_file():
         raise UserError(f"-o {output}: the run record's place {record} is taken by a folder or "
                         "special file; move it or choose another output name")
@@ -232,7 +233,7 @@ def check_output_dir(path, inputs: dict) -> Path:
         check_folder_writable(parent, f"-o {out}")
     else:
         check_folder_writable(out, f"-o {out}")
-    imageio.refuse_overwriting_inputs({"-o": out}, inputs)
+    safe_io.refuse_overwriting_inputs({"-o": out}, inputs)
     return out
 
 

@@ -209,13 +209,13 @@ def prepare(cells: list[Cell], sources: dict, outdir: Path, *, plot=False,
 def check_outputs(jobs: list, outdir: Path, overwrite: bool) -> None:
     """No cell's image or record is one of the inputs, and (in an existing folder) none
     replaces a file impasto did not write unless ``overwrite``."""
-    from . import image as imageio, record as records, sources as sourcesmod
+    from . import record as records, safe_io, sources as sourcesmod
     for job in jobs:
         inputs = job.spec.input_paths()
         if outdir.is_dir():
             sourcesmod.check_output(job.output, inputs, overwrite)
         else:
-            imageio.refuse_overwriting_inputs(
+            safe_io.refuse_overwriting_inputs(
                 {"-o": job.output, "the run record": records.record_path(job.output)}, inputs)
 
 
@@ -236,7 +236,8 @@ def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path) -> bool:
     same_inputs = rec.get("inputs") == {k: records._rel_input(k, v, outdir)
                                          for k, v in inputs.items()}
     finished = (rec.get("result") or {}).get("stop_reason") not in (None, "interrupted")
-    wanted = cfg.with_model_layers().to_dict()   # a record holds the layers it resolved
+    # a record holds the layers it resolved, and its file paths relative to itself
+    wanted = records.relative_options(cfg.with_model_layers().to_dict(), outdir)
     # An option the record lacks did not exist when it was written: the run had its default.
     recorded = {**Config.for_task(cell.task).to_dict(), **(rec.get("options") or {})}
     if rec.get("task") == cell.task and {k: recorded.get(k) for k in wanted} == wanted \
@@ -311,13 +312,12 @@ def _num(x):
 
 
 def load_image(cell: Cell, outdir: Path):
-    from PIL import Image
+    from . import image as imageio
     if cell.image is not None:
         return cell.image
     path = outdir / f"{cell.stem}{EXT}"
     if cell.status in ("done", "ran", "interrupted") and path.is_file():
-        with Image.open(path) as im:
-            cell.image = im.convert("RGB")
+        cell.image = imageio.load(path, what="earlier result")
     return cell.image
 
 

@@ -267,8 +267,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         from . import estimate
         big = cfg.size >= 1024
         throughput = estimate.measure_throughput(net, deepest, device) if big else None
+        style_hws = [imageio.fit_size(*st.shape[-2:], style_side(cfg.size)) for st in all_styles]
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
-                                 throughput)
+                                 throughput, style_hws=style_hws)
         on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
                  "precision": precision, "device": str(device),
                  "available_bytes": estimate.available_bytes(device), **info})

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from .. import api, image as imageio, record as records, regions, sources, video, video_io
+from .. import (api, image as imageio, record as records, regions, safe_io, sources, video,
+               video_io)
 from ..errors import UserError
 from ..tasks import new_seed
 from .parser import EXIT_INTERRUPTED, options_from_args
@@ -146,7 +147,7 @@ def _check_output(output: Path, kind: str, record: Path, inputs: dict, overwrite
             paths.update({f"{key} {i + 1}": Path(p) for i, p in enumerate(value)})
         elif value:
             paths[key] = Path(value)
-    imageio.refuse_overwriting_inputs({"-o": output, "the run record": record}, paths)
+    safe_io.refuse_overwriting_inputs({"-o": output, "the run record": record}, paths)
     parent = output.parent
     if not parent.is_dir():
         raise UserError(f"-o {output}: folder {parent} does not exist (create it first)")
@@ -272,7 +273,7 @@ def run(args, argv, interrupt=None) -> int:
     rec = {
         "format": records.FORMAT, "task": "video",
         "inputs": {k: records._rel_input(k, v, output.parent) for k, v in inputs.items()},
-        "output": output.name, "options": cfg.to_dict(), "seed": cfg.seed,
+        "output": output.name, "options": records.relative_options(cfg.to_dict(), output.parent), "seed": cfg.seed,
         "weights": first.get("weights"), "device": first.get("device"),
         "precision": first.get("precision"), "versions": records.versions(),
         "command": ["impasto", *argv],
