@@ -202,27 +202,26 @@ def test_style_scale_has_a_sane_upper_bound(run_cli, files):
 
 
 # ============================================================================= outputs, for real
-@pytest.fixture
-def tiny_mount(tmp_path):
-    """A 24 KiB tmpfs (root only): a disk that fills up."""
-    where = tmp_path / "small"
+def mount_tmpfs(where: Path, options: str):
+    """A real tmpfs at ``where`` (root only; the test is skipped elsewhere)."""
     where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(where)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield where
-    subprocess.run(["umount", str(where)], check=True)
+    return where
+
+
+@pytest.fixture
+def tiny_mount(tmp_path):
+    """A 24 KiB tmpfs: a disk that fills up."""
+    yield mount_tmpfs(tmp_path / "small", "size=24k")
+    subprocess.run(["umount", str(tmp_path / "small")], check=True)
 
 
 @pytest.fixture
 def read_only_mount(tmp_path):
-    where = tmp_path / "ro"
-    where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(where)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield where
-    subprocess.run(["umount", str(where)], check=True)
+    yield mount_tmpfs(tmp_path / "ro", "ro,size=64k")
+    subprocess.run(["umount", str(tmp_path / "ro")], check=True)
 
 
 def test_a_read_only_place_fails_before_the_run(run_cli, files, read_only_mount):

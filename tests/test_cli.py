@@ -359,6 +359,21 @@ def test_version(run_cli):
     assert proc.returncode == 0 and proc.stdout.startswith("impasto ")
 
 
+def _interrupt(proc, ready, timeout=120):
+    """Wait until ``ready()`` (the process is where the test wants it), send Ctrl-C, and
+    return (stdout, stderr) once it has exited; the process is killed if the test fails."""
+    try:
+        ready()
+        proc.send_signal(signal.SIGINT)
+        # the run stops before its next step (a flag, which cannot be lost); a busy machine
+        # only slows the step under way and the exit
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_ctrl_c_keeps_the_best_image_and_exits_130(cli_env, image_files):
     f = image_files
     out = f["out"] / "long.png"
@@ -367,20 +382,13 @@ def test_ctrl_c_keeps_the_best_image_and_exits_130(cli_env, image_files):
                              "--size", "64", "--precision", "fp32", "--patience", "5000",
                              "--quiet", "--seed", "0"],
                             env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    def snapshot_written():
         deadline = time.monotonic() + 240
         while not list(f["out"].glob("long_step*.png")):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no step snapshot appeared"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        # the run stops before its next step (a flag, which cannot be lost); a busy machine
-        # only slows the step under way and the exit
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stdout, stderr = _interrupt(proc, snapshot_written)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "the best image so far is in" in stderr
@@ -411,14 +419,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(cli_env, image_files):
                              f["style"], "-o", f["out"] / "never.png", "--steps", "2000",
                              "--size", "64", "--quiet"],
                             env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for_torch(proc)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stdout, stderr = _interrupt(proc, lambda: _wait_for_torch(proc))
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
     assert stderr.startswith("impasto: interrupted")
