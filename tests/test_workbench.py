@@ -280,7 +280,7 @@ def test_explore_makes_both_figures(run_cli, tiny_files):
     c, s, tmp = tiny_files
     out = tmp / "explore"
     r = run_cli("explore", c, s, "-o", out, "--size", "32", "--steps", "2", "--seed", "3",
-                "--layers", "relu1_1", "relu2_1", "relu3_1", "--tile", "48", "--quiet")
+                "--layers", "relu1_1", "relu2_1", "relu3_1", "--thumb", "48", "--quiet")
     assert r.returncode == 0, r.stderr
     for layer in ("relu1_1", "relu2_1", "relu3_1"):
         rec = json.loads((out / f"reconstruct_{layer}.json").read_text())

@@ -59,6 +59,9 @@ class PlanEvent:
     seconds: Optional[float]
     available_bytes: Optional[float]
     reads: list             # [(role, path)] every file the run reads
+    tiles: list = field(default_factory=list)   # per scale: tile px, or None (untiled)
+    history: int = 0        # L-BFGS history entries that fit the budget
+    budget_bytes: Optional[float] = None
     kind: str = "plan"
 
 
@@ -208,7 +211,8 @@ class Job:
             peak = max(info["peak_bytes"], loaded.decode_bytes) + loaded.resident_bytes
             emit(PlanEvent(info["schedule"], info["output_hw"], info["precision"],
                            info["device"], peak, info.get("seconds"),
-                           info.get("available_bytes"), self.reads()))
+                           info.get("available_bytes"), self.reads(), info.get("tiles", []),
+                           info.get("history", 0), info.get("budget_bytes")))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,

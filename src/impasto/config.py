@@ -114,6 +114,15 @@ class Config:
                           "AMX or AVX512-BF16 and on CUDA devices that support it, fp32 elsewhere; "
                           "Gram matrices and losses are always accumulated in fp32",
                           choices=("auto", "fp32", "bf16", "fp16"))
+    max_memory: Optional[str] = _opt(
+        None, "memory budget such as 6G or 800M: a scale whose network does not fit is "
+        "evaluated tile by tile with exact global statistics (the same loss, no seams), and the "
+        "L-BFGS history is sized to fit; the plan printed before the run says so (default: the "
+        "free memory less 10%; on CUDA the device's free memory)", metavar="SIZE")
+    tile: Optional[int] = _opt(
+        None, "evaluate the network in tiles of this many pixels (each with a margin that covers "
+        "the deepest layer's receptive field) at every scale larger than a tile (default: only "
+        "where --max-memory needs it)", metavar="PX")
     # --- video (Ruder, Dosovitskiy & Brox 2016)
     temporal: bool = _opt(True, "temporal consistency: each frame after the first starts from "
                           "the previous result warped by optical flow and is kept close to it "
@@ -196,6 +205,10 @@ class Config:
                 bad(f.name, f"{_show(value)} is not one of {', '.join(choices)}")
         if self.size < 16:
             bad("size", f"must be at least 16 pixels, got {self.size}")
+        if self.max_memory is not None and parse_bytes(self.max_memory) is None:
+            bad("max_memory", f"{_show(self.max_memory)} is not a size such as 6G, 800M or 1.5G")
+        if self.tile is not None and not 16 <= self.tile <= MAX_SIZE:
+            bad("tile", f"must be between 16 and {MAX_SIZE} pixels, got {self.tile}")
         if self.size > MAX_SIZE:
             bad("size", f"must be at most {MAX_SIZE} pixels, got {self.size}")
         if self.style_scale <= 0:
@@ -368,6 +381,16 @@ TASK_DEFAULTS = {
 # ``impasto explore`` makes ten runs (five reconstructions, five textures), so it defaults to a
 # smaller size and budget than a single transfer.
 EXPLORE_DEFAULTS = {"size": 256, "steps": 300}
+
+
+def parse_bytes(text) -> int | None:
+    """'6G', '800M', '1.5g', '4096K' or a plain number of bytes -> bytes; None if not a size."""
+    import re
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text), re.IGNORECASE)
+    if not m:
+        return None
+    value = float(m.group(1)) * 1024 ** " kmgt".index(m.group(2).lower() or " ")
+    return int(value) if value >= 1 else None
 
 
 def field_names():

@@ -92,6 +92,105 @@ def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_h
             "seconds": flops / throughput if throughput else None}
 
 
+def history_bytes(hw, history: int) -> float:
+    """L-BFGS keeps two image-sized float32 vectors per history entry once it fills."""
+    return 4.0 * 3 * hw[0] * hw[1] * 2 * history
+
+
+def content_elements(model, content_layers, hw) -> float:
+    """The content targets' elements: one feature map per content layer at its stride."""
+    from . import tiled
+    out = 0.0
+    if not backbones.spec(model).is_vgg:
+        return out
+    for name in content_layers:
+        s = tiled._stride(model, name)
+        out += _channels(model, name) * (hw[0] // s) * (hw[1] // s)
+    return out
+
+
+def _channels(model, name) -> int:
+    deepest_plan = _layer_plan(model, name)
+    return deepest_plan[-1][2]
+
+
+def tiled_bytes(model, deepest, hw, tile, margin, precision, content_elems) -> float:
+    """Peak memory of one tiled scale: the network on one tile with its margins, plus the
+    image-sized tensors every step keeps (image, gradient, best image, the optimiser's own
+    vectors) and the content targets, in float32."""
+    side = tile + 2 * margin
+    window = (min(hw[0], side), min(hw[1], side))
+    return (BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
+                                                                               window)
+            + 4.0 * (3 * hw[0] * hw[1] * 8 + content_elems))
+
+
+def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budget,
+                history: int, tile=None, style_hws=()) -> dict:
+    """Which scales of ``plan`` are evaluated in tiles, of what size, and how much L-BFGS
+    history fits, so that the run stays within ``budget`` bytes (None: no limit).
+
+    Returns {"tiles": [tile px or None per scale], "history": entries, "peak_bytes": the
+    estimated peak of the whole run}. Raises UserError when even the smallest tile does not
+    fit, naming --max-memory."""
+    from . import tiled
+    from .errors import UserError
+    deepest = backbones.deepest(model, layers)
+    geom = tiled.geometry(model, layers) if backbones.spec(model).is_vgg else None
+    full = max(side for side, _ in plan)
+    hw_full = imageio.fit_size(*aspect_hw, full)
+    hist = history
+    if budget is not None and history:
+        # the history may take at most half of what the budget leaves above the base
+        room = max(0.0, (budget - BASE_BYTES) / 2)
+        hist = max(1, min(history, int(room // max(1.0, history_bytes(hw_full, 1)))))
+    tiles, peak = [], 0.0
+    value_bytes = 4.0 if precision == "fp32" else 2.0
+    for side, _ in plan:
+        hw = imageio.fit_size(*aspect_hw, side)
+        untiled = (BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(
+            model, deepest, hw) + history_bytes(hw, hist))
+        for shw in style_hws:
+            untiled = max(untiled, BASE_BYTES + value_bytes * activation_elements(
+                model, deepest, imageio.fit_size(*shw, round(max(shw) * side / full))))
+        chosen = None
+        if tile is not None and max(hw) > tile:
+            chosen = tile
+        elif budget is not None and untiled > budget:
+            chosen = _largest_tile(model, deepest, hw, geom, precision, budget - history_bytes(
+                hw, hist), content_elements(model, content_layers, hw), side)
+        if chosen is not None and geom is None:
+            raise UserError(f"option --max-memory: {model} at {side} px needs more than "
+                            f"{_gib(budget)}, and tiled evaluation supports the VGG models only; "
+                            "use a smaller --size or a larger --max-memory")
+        tiles.append(chosen)
+        if chosen is None:
+            peak = max(peak, untiled)
+        else:
+            peak = max(peak, history_bytes(hw, hist) + tiled_bytes(
+                model, deepest, hw, chosen, geom.margin, precision,
+                content_elements(model, content_layers, hw)))
+    return {"tiles": tiles, "history": hist, "peak_bytes": peak}
+
+
+def _largest_tile(model, deepest, hw, geom, precision, budget, content_elems, side):
+    from .errors import UserError
+    if geom is None:
+        return max(hw)          # reported by the caller
+    t = -(-max(hw) // geom.stride) * geom.stride
+    while t >= geom.stride:
+        if tiled_bytes(model, deepest, hw, t, geom.margin, precision, content_elems) <= budget:
+            return t
+        t -= geom.stride * max(1, t // (8 * geom.stride))
+    raise UserError(f"option --max-memory: {_gib(budget)} is too little for {side} px even in "
+                    f"tiles of {geom.stride} px with their {geom.margin} px margins; give a "
+                    "larger --max-memory or a smaller --size")
+
+
+def _gib(n) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
 def available_bytes(device) -> float | None:
     """Free memory on ``device`` (MemAvailable on Linux for the CPU), or None if unknown."""
     if device.type == "cuda":

@@ -91,8 +91,17 @@ def w2_style_loss(features: torch.Tensor, target_mean: torch.Tensor, target_cov:
     """Squared 2-Wasserstein distance between Gaussian fits of the features and the target,
     ‖μ − μₜ‖² + tr Σ + tr Σₜ − 2 tr (Σₜ^½ Σ Σₜ^½)^½, relative to the target's energy
     ‖μₜ‖² + tr Σₜ. Uses the same (guided) second moments as ``gram``."""
-    mu = feature_mean(features, mask)
-    cov = gram(features, mask) - mu.unsqueeze(2) * mu.unsqueeze(1)
+    return w2_from_moments(feature_mean(features, mask), gram(features, mask), target_mean,
+                           target_cov, target_cov_sqrt)
+
+
+def w2_from_moments(mu: torch.Tensor, second: torch.Tensor, target_mean: torch.Tensor,
+                    target_cov: torch.Tensor,
+                    target_cov_sqrt: torch.Tensor | None = None) -> torch.Tensor:
+    """``w2_style_loss`` from the features' mean ``mu`` (N, C) and second moments ``second``
+    (N, C, C, the Gram matrix): the form a tiled evaluation, which sums these over tiles,
+    needs."""
+    cov = second - mu.unsqueeze(2) * mu.unsqueeze(1)
     if target_cov_sqrt is None:
         target_cov_sqrt = _sqrtm_psd(target_cov)
     inner = target_cov_sqrt @ cov @ target_cov_sqrt
@@ -146,6 +155,12 @@ class StyleTarget:
         if stat == "w2":
             return w2_style_loss(features, self.mean, self.cov, self.cov_sqrt, mask)
         return style_loss(features, self.gram, mask)
+
+    def loss_from_stats(self, gram_, mean, stat):
+        """The same loss from the output's (guided) Gram matrix and mean."""
+        if stat == "w2":
+            return w2_from_moments(mean, gram_, self.mean, self.cov, self.cov_sqrt)
+        return relative_sq_error(gram_, self.gram)
 
 
 class Region:

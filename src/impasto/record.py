@@ -92,6 +92,7 @@ def build(result, output, inputs: dict, argv=None) -> dict:
         "device": result.device,
         "precision": result.precision,
         "schedule": result.schedule,
+        "memory": result.memory,
         "versions": versions(),
         "command": argv if argv is not None else sys.argv,
         "timings": result.timings,

@@ -18,6 +18,7 @@ from .config import INITS, Config
 from .errors import UserError
 from .losses import Objective, Region
 from .optimize import Outcome, Settings, minimise
+from .tiled import TiledObjective
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Result:
     timings: dict = field(default_factory=dict)
     precision: str = "fp32"   # what --precision resolved to
     schedule: list = field(default_factory=list)  # [long side, steps] per scale, coarsest first
+    memory: dict = field(default_factory=dict)    # tiles per scale (None: whole), L-BFGS history
 
     @property
     def image(self):
@@ -263,19 +265,27 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                        (f"style image {j + 1}" if len(all_styles) > 1 else "the style image")
                        + where, deepest)
     net, weights_id = get_backbone(cfg, layers, device, precision) if layers else (None, "none")
+    style_hws = [imageio.fit_size(*st.shape[-2:], style_side(cfg.size)) for st in all_styles]
+    content_layers = cfg.content_layers if content_src is not None and cfg.content_weight > 0 \
+        else []
+    memory = plan_memory(cfg, layers, content_layers, plan, aspect_src.shape[-2:], precision,
+                         device, style_hws)
     if on_plan is not None and layers:
         from . import estimate
         big = cfg.size >= 1024
         throughput = estimate.measure_throughput(net, deepest, device) if big else None
-        style_hws = [imageio.fit_size(*st.shape[-2:], style_side(cfg.size)) for st in all_styles]
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
                                  throughput, style_hws=style_hws)
+        info["peak_bytes"] = memory["peak_bytes"]
         on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
                  "precision": precision, "device": str(device),
-                 "available_bytes": estimate.available_bytes(device), **info})
+                 "available_bytes": estimate.available_bytes(device), **info,
+                 "tiles": memory["tiles"], "history": memory["history"],
+                 "budget_bytes": memory["budget_bytes"]})
     t_ready = time.perf_counter()
 
     settings = Settings.from_config(cfg)
+    settings.history_size = memory["history"]
     outcomes, x, done, start = [], None, 0, time.perf_counter()
     for k, (side, steps) in enumerate(plan):
         hw, c, regs = images_at(side)
@@ -288,7 +298,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         for r in regs:
             r.styles = [st.to(device) for st in r.styles]
             r.mask = None if r.mask is None else r.mask.to(device)
-        objective = Objective(
+        tile = memory["tiles"][k]
+        make = Objective if tile is None else functools.partial(TiledObjective, tile=tile)
+        objective = make(
             net, content=None if c is None else c.to(device), regions=regs,
             content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
             style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
@@ -315,7 +327,29 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     timings = {"setup_s": round(t_ready - t0, 3), "optimise_s": round(t_end - t_ready, 3),
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
-                  [list(p) for p in plan])
+                  [list(p) for p in plan], {k: memory[k] for k in ("tiles", "history")})
+
+
+def plan_memory(cfg: Config, layers, content_layers, plan, aspect_hw, precision, device,
+                style_hws) -> dict:
+    """The memory plan of a run (see ``estimate.plan_memory``) within ``--max-memory``, or
+    by default within 90% of the memory free on the device."""
+    from . import estimate
+    from .config import parse_bytes
+    if cfg.max_memory is not None:
+        budget = parse_bytes(cfg.max_memory)
+    else:
+        free = estimate.available_bytes(device)
+        budget = None if free is None else 0.9 * free
+    history = cfg.history_size if cfg.optimizer == "lbfgs" else 0
+    if not layers:
+        return {"tiles": [None] * len(plan), "history": history, "peak_bytes": 0.0,
+                "budget_bytes": budget}
+    memory = estimate.plan_memory(cfg.model, layers, content_layers, plan, aspect_hw, precision,
+                                  budget, history, cfg.tile, style_hws)
+    if cfg.optimizer != "lbfgs":
+        memory["history"] = cfg.history_size
+    return {**memory, "budget_bytes": budget}
 
 
 def _at_scale(callback, index, side):

@@ -176,7 +176,7 @@ def _workbench_run_options(p, what):
     g.add_argument("-o", "--output", required=True, metavar="DIR", help=f"folder for the {what} "
                    "(created if missing): one image and run record per run, results.csv, the "
                    "figures; a re-run skips the runs that are already done")
-    g.add_argument("--tile", type=int, default=256, metavar="PX", help="long side of each "
+    g.add_argument("--thumb", type=int, default=256, metavar="PX", help="long side of each "
                    "picture in the figures (default: 256)")
     g.add_argument("--plot", action="store_true", help="also plot each run's loss terms "
                    "(STEM_loss.png); the overlay of all runs, losses.png, is always drawn when "

@@ -68,9 +68,14 @@ def print_plan(plan, show_reads=False, stream=None):
     record's paths, resolved relative to the record)."""
     stream = stream or sys.stderr
     h, w = plan.output_hw
-    scales = " -> ".join(f"{side}px x{n}" for side, n in plan.schedule)
+    tiles = plan.tiles or [None] * len(plan.schedule)
+    scales = " -> ".join(f"{side}px x{n}" + (f" (tiles of {t}px)" if t else "")
+                         for (side, n), t in zip(plan.schedule, tiles))
     line = (f"impasto: {w}x{h} output, scales {scales}, {plan.precision} on {plan.device}; "
             f"estimated peak memory {plan.peak_bytes / 2**30:.1f} GiB")
+    if any(tiles) or (plan.budget_bytes and plan.history and plan.history < 100):
+        line += (f" within the {plan.budget_bytes / 2**30:.1f} GiB budget (L-BFGS history "
+                 f"{plan.history})")
     if plan.seconds:
         line += f", time {duration(plan.seconds)}"
     free = plan.available_bytes

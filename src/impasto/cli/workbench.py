@@ -14,8 +14,8 @@ from .progress import Progress
 
 
 def _check_tile(args):
-    if args.tile < 16:
-        raise UserError(f"option --tile: must be at least 16 pixels, got {args.tile}")
+    if args.thumb < 16:
+        raise UserError(f"option --thumb: must be at least 16 pixels, got {args.thumb}")
     if args.plot:
         from .. import figures
         figures.require_plotting()
@@ -129,7 +129,7 @@ def run_sweep(args, argv, interrupt=None) -> int:
     try:
         complete = _run("sweep", cells, jobs, outdir, seed, args, argv, interrupt)
     finally:
-        written = sweep.write_summaries(cells, varies, outdir, title, args.tile) \
+        written = sweep.write_summaries(cells, varies, outdir, title, args.thumb) \
             if outdir.is_dir() else []
     return _finish("sweep", cells, outdir, written, complete)
 
@@ -153,7 +153,7 @@ def run_explore(args, argv, interrupt=None) -> int:
     try:
         complete = _run("explore", cells, jobs, outdir, seed, args, argv, interrupt)
     finally:
-        written = sweep.write_summaries(cells, None, outdir, "", args.tile) \
+        written = sweep.write_summaries(cells, None, outdir, "", args.thumb) \
             if outdir.is_dir() else []
         if written:   # something was made: the two figures
             size = jobs[0].cfg.size
@@ -165,7 +165,7 @@ def run_explore(args, argv, interrupt=None) -> int:
                      f"Content reconstructed from one layer's features, from noise {about}"),
                     ("textures.png", textures, style, "style image",
                      f"Textures from growing sets of style layers {about}")):
-                fig = explore.figure(source, label, row, outdir, what, args.tile)
+                fig = explore.figure(source, label, row, outdir, what, args.thumb)
                 imageio.save(fig, outdir / name)
                 written.append(outdir / name)
     return _finish("explore", cells, outdir, written, complete)

@@ -1,0 +1,327 @@
+"""The objective evaluated tile by tile, exactly: print sizes in bounded memory.
+
+Independent tiles would each match the style on their own (seams, colour shifts). Here the
+loss is the untiled one, up to floating-point error:
+
+1. A first pass over the tiles, without autograd, sums each style layer's statistics over
+   the whole image: Σ m² f fᵀ and Σ m² f (the Gram matrix and the mean, region masks
+   included). Each tile is computed with a margin that holds the whole receptive field of its
+   interior, and starts at a multiple of the network's total stride, so the features of its
+   interior are exactly those of the whole image.
+2. The style loss and its gradient with respect to those global statistics are computed on
+   the small matrices (C x C per layer).
+3. A second pass recomputes each tile with autograd and back-propagates
+   ⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩ + the tile's share of the content loss into the
+   tile's pixels: by linearity the sum over tiles is the gradient of the global loss.
+   Content (a sum over positions) is exact tile by tile; TV and the temporal term are
+   computed on the whole image, which is cheap.
+
+The returned loss is a stand-in whose value is the loss and whose gradient, when the
+optimiser calls ``backward()``, is the gradient computed above, so the optimisation loop does
+not know the difference. The VGG backbones are supported (their receptive fields and strides
+are worked out from the layer table).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import backbones
+from .errors import UserError
+from .losses import (StyleTarget, _normalised, relative_sq_error, temporal_loss, tv_loss)
+
+
+# ----------------------------------------------------------------------------- geometry
+@dataclass(frozen=True)
+class Geometry:
+    stride: int    # total stride of the deepest layer: tiles start at multiples of it
+    margin: int    # context on each side (a multiple of the stride) that makes interiors exact
+
+
+def geometry(model: str, layers) -> Geometry:
+    """The stride and margin of ``model`` up to the deepest of ``layers``, from the layer
+    table: the input pixels a feature at the deepest layer depends on, traced back through
+    every 3x3 convolution (padding 1) and 2x2 pooling."""
+    m = backbones.spec(model)
+    if not m.is_vgg:
+        raise UserError(f"option --tile/--max-memory: tiled evaluation supports the VGG models "
+                        f"only, not {model}; use a smaller --size")
+    names = backbones.layers(model)
+    chain = names[: names.index(backbones.deepest(model, layers)) + 1]
+    lo = hi = 0          # a feature q depends on inputs [stride*q - lo, stride*q + hi]
+    stride = 2 ** sum(n.startswith("pool") for n in chain)
+    for name in reversed(chain):
+        if name.startswith("conv"):
+            lo, hi = lo + 1, hi + 1
+        elif name.startswith("pool"):
+            lo, hi = 2 * lo, 2 * hi + 1
+    # the interior's last feature sits at stride*(q_end - 1): it needs hi - stride + 1 pixels
+    # past the interior's end, and the first needs lo before its start
+    margin = -(-max(lo, hi - stride + 1) // stride) * stride
+    return Geometry(stride, margin)
+
+
+@dataclass(frozen=True)
+class Tile:
+    y0: int    # interior, in image pixels
+    y1: int
+    x0: int
+    x1: int
+    ty0: int   # the computed window: the interior and its margins, clipped to the image
+    ty1: int
+    tx0: int
+    tx1: int
+
+    def at(self, s: int):
+        """At a layer of stride ``s``: the interior's rows and columns in the whole map, and
+        where they start in this tile's map. (The whole map of an H-row image has H // s rows,
+        pooling floors at every step, so the last tile's interior ends at H // s too.)"""
+        return ((self.y0 // s, self.y1 // s), (self.x0 // s, self.x1 // s),
+                ((self.y0 - self.ty0) // s, (self.x0 - self.tx0) // s))
+
+
+def tiles(h: int, w: int, tile: int, geom: Geometry) -> list[Tile]:
+    """Interiors of ``tile`` pixels (rounded to the stride) covering the image; the last row
+    and column take the remainder."""
+    t = max(geom.stride, tile // geom.stride * geom.stride)
+    out = []
+    for y0 in range(0, h, t):
+        y1 = h if y0 + t >= h else y0 + t
+        for x0 in range(0, w, t):
+            x1 = w if x0 + t >= w else x0 + t
+            out.append(Tile(y0, y1, x0, x1, max(0, y0 - geom.margin), min(h, y1 + geom.margin),
+                            max(0, x0 - geom.margin), min(w, x1 + geom.margin)))
+    return out
+
+
+def _full_hw(h, w, s):
+    """The size of a stride-``s`` map of an h x w image (floor at every 2x2 pooling)."""
+    while s > 1:
+        h, w, s = h // 2, w // 2, s // 2
+    return h, w
+
+
+def _interior(feat, tile, s):
+    """The part of a tile's feature map that belongs to its interior, and where it goes in
+    the whole map."""
+    (fy0, fy1), (fx0, fx1), (oy, ox) = tile.at(s)
+    return feat[..., oy:oy + fy1 - fy0, ox:ox + fx1 - fx0], (fy0, fy1, fx0, fx1)
+
+
+# ----------------------------------------------------------------------------- the objective
+class TiledObjective:
+    """The same objective as ``losses.Objective`` (same arguments, same terms), evaluated in
+    tiles of ``tile`` pixels: memory follows the tile, not the image."""
+
+    TERMS = ("content", "style", "tv")
+
+    def __init__(self, backbone, *, tile: int, content=None, regions=(), content_layers=(),
+                 content_layer_weights=None, style_layers=(), style_layer_weights=None,
+                 style_stat, content_weight, style_weight, tv_weight, tv_norm,
+                 temporal=None, temporal_weight=0.0):
+        self.net, self.tile = backbone, tile
+        self.temporal = temporal if temporal is not None and temporal_weight > 0 else None
+        self.temporal_weight = temporal_weight
+        self.terms = self.TERMS + (("temporal",) if self.temporal is not None else ())
+        self.regions = list(regions)
+        has_style = any(r.styles for r in self.regions)
+        self.content_weight = content_weight if content is not None else 0.0
+        self.style_weight = style_weight if has_style else 0.0
+        self.tv_weight, self.tv_norm, self.style_stat = tv_weight, tv_norm, style_stat
+        self.content_layers = list(content_layers) if self.content_weight > 0 else []
+        self.style_layers = list(style_layers) if self.style_weight > 0 else []
+        self.content_w = _normalised(content_layer_weights, len(content_layers))
+        self.style_w = _normalised(style_layer_weights, len(style_layers))
+        self.layers = sorted(set(self.content_layers) | set(self.style_layers))
+        model = getattr(backbone, "model", "vgg19")
+        self.geom = geometry(model, self.layers) if self.layers else Geometry(1, 0)
+        self.strides = {n: _stride(model, n) for n in self.layers}
+        with torch.no_grad():
+            self.content_targets = {}
+            if self.content_layers:
+                self.content_targets = self._maps(content, self.content_layers)
+                self.content_energy = {k: v.float().pow(2).sum() for k, v in
+                                       self.content_targets.items()}
+            self.style_targets, self.region_w, self.masks = [], [], []
+            for region in self.regions:
+                if not (self.style_layers and region.styles):
+                    self.style_targets.append(None)
+                    self.region_w.append(0.0)
+                    self.masks.append(None)
+                    continue
+                grams, means = {}, {}
+                for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
+                    g, m = self._stats(style, [None])
+                    for k in self.style_layers:
+                        grams[k] = grams.get(k, 0) + b * g[0][k]
+                        means[k] = means.get(k, 0) + b * m[0][k]
+                self.style_targets.append({k: StyleTarget(grams[k], means[k], style_stat)
+                                           for k in self.style_layers})
+                self.region_w.append(1.0 if region.mask is None else float(region.mask.mean()))
+                self.masks.append(region.mask)
+
+    # ------------------------------------------------------------------ passes over tiles
+    def _tiles(self, image):
+        h, w = image.shape[-2:]
+        return tiles(h, w, self.tile, self.geom)
+
+    def _maps(self, image, names):
+        """Whole feature maps of ``names``, assembled from tile interiors (no autograd)."""
+        h, w = image.shape[-2:]
+        out = {}
+        for t in self._tiles(image):
+            feats = self.net.features(image[..., t.ty0:t.ty1, t.tx0:t.tx1], names)
+            for n in names:
+                full = _full_hw(h, w, self.strides[n])
+                part, (fy0, fy1, fx0, fx1) = _interior(feats[n], t, self.strides[n])
+                if n not in out:
+                    out[n] = part.new_zeros((*part.shape[:2], *full))
+                out[n][..., fy0:fy1, fx0:fx1] = part
+        return out
+
+    def _layer_masks(self, masks, hw):
+        """Per region (None: everywhere), per style layer, the mask at that layer's size."""
+        out = []
+        for m in masks:
+            out.append(None if m is None else {
+                n: F.adaptive_avg_pool2d(m, _full_hw(*hw, self.strides[n]))
+                for n in self.style_layers})
+        return out
+
+    def _stats(self, image, masks):
+        """Per region: the (guided) Gram matrix and mean of every style layer over the whole
+        image, summed tile by tile without autograd."""
+        h, w = image.shape[-2:]
+        lmasks = self._layer_masks(masks, (h, w))
+        sums = [{} for _ in masks]
+        for t in self._tiles(image):
+            feats = self.net.features(image[..., t.ty0:t.ty1, t.tx0:t.tx1], self.style_layers)
+            for n in self.style_layers:
+                f, box = _interior(feats[n], t, self.strides[n])
+                for i, lm in enumerate(lmasks):
+                    g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
+                    acc = sums[i].setdefault(n, [0, 0])
+                    acc[0], acc[1] = acc[0] + g, acc[1] + mu
+        grams, means = [], []
+        for i, lm in enumerate(lmasks):
+            grams.append({}), means.append({})
+            for n in self.style_layers:
+                norm = _norm(lm and lm[n], _full_hw(h, w, self.strides[n]))
+                grams[i][n] = sums[i][n][0] / norm
+                means[i][n] = sums[i][n][1] / norm
+        return grams, means
+
+    # ------------------------------------------------------------------ the call
+    def __call__(self, image: torch.Tensor):
+        x = image.detach()
+        h, w = x.shape[-2:]
+        want_grad = torch.is_grad_enabled() and image.requires_grad
+        zero = x.new_zeros((), dtype=torch.float32)
+        style, dgram, dmean = zero, [], []
+        active = [i for i, t in enumerate(self.style_targets) if t is not None]
+        with torch.no_grad():
+            grams, means = self._stats(x, [self.masks[i] for i in active]) \
+                if active and self.style_layers else ([], [])
+        for k, i in enumerate(active):
+            g = {n: v.detach().requires_grad_(want_grad) for n, v in grams[k].items()}
+            m = {n: v.detach().requires_grad_(want_grad) for n, v in means[k].items()}
+            with torch.set_grad_enabled(want_grad):
+                part = sum(wl * self.style_targets[i][n].loss_from_stats(g[n], m[n],
+                                                                         self.style_stat)
+                           for n, wl in zip(self.style_layers, self.style_w))
+                part = self.region_w[i] * part
+            if want_grad:
+                part.backward()
+                dgram.append({n: g[n].grad for n in g})
+                dmean.append({n: m[n].grad for n in m})
+            style = style + part.detach()
+        content, grad = self._second_pass(x, active, dgram, dmean, want_grad)
+        with torch.set_grad_enabled(want_grad):
+            xi = x.clone().requires_grad_(want_grad)
+            tv = tv_loss(xi, self.tv_norm) if self.tv_weight > 0 else zero
+            local = self.tv_weight * tv
+            temporal = None
+            if self.temporal is not None:
+                temporal = temporal_loss(xi, *self.temporal)
+                local = local + self.temporal_weight * temporal
+            if want_grad and local.requires_grad:
+                local.backward()
+                grad = grad + xi.grad
+        total = (self.content_weight * content + self.style_weight * style + local.detach())
+        values = [content, style, tv.detach()] + ([temporal.detach()] if temporal is not None
+                                                  else [])
+        terms = torch.stack([v.float() for v in values])
+        if want_grad:   # value: the loss; gradient: the one computed above
+            total = total + (image * grad).sum() - (image.detach() * grad).sum()
+        return total, terms
+
+    def _second_pass(self, x, active, dgram, dmean, want_grad):
+        """The content loss, and (with ``want_grad``) the gradient of content and style with
+        respect to every pixel, one tile at a time."""
+        h, w = x.shape[-2:]
+        grad = torch.zeros_like(x)
+        content = x.new_zeros((), dtype=torch.float32)
+        lmasks = self._layer_masks([self.masks[i] for i in active], (h, w))
+        needed = self.layers if want_grad else self.content_layers
+        if not needed:
+            return content, grad
+        for t in self._tiles(x):
+            xt = x[..., t.ty0:t.ty1, t.tx0:t.tx1].clone().requires_grad_(want_grad)
+            with torch.set_grad_enabled(want_grad):
+                feats = self.net.features(xt, needed)
+                c = x.new_zeros((), dtype=torch.float32)
+                for n, wl in zip(self.content_layers, self.content_w):
+                    f, box = _interior(feats[n], t, self.strides[n])
+                    c = c + wl * (f.float() - _crop(self.content_targets[n], box).float()
+                                  ).pow(2).sum() / self.content_energy[n].clamp_min(1e-12)
+                surrogate = self.content_weight * c
+                if want_grad:
+                    for k in range(len(active)):
+                        for n in self.style_layers:
+                            f, box = _interior(feats[n], t, self.strides[n])
+                            lm = lmasks[k]
+                            g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
+                            norm = _norm(lm and lm[n], _full_hw(h, w, self.strides[n]))
+                            inner = (dgram[k][n] * g).sum()
+                            if dmean[k][n] is not None:     # w2: the mean counts too
+                                inner = inner + (dmean[k][n] * mu).sum()
+                            surrogate = surrogate + self.style_weight * inner / norm
+            content = content + c.detach()
+            if want_grad and surrogate.requires_grad:
+                surrogate.backward()
+                grad[..., t.ty0:t.ty1, t.tx0:t.tx1] += xt.grad
+        return content, grad
+
+
+# ----------------------------------------------------------------------------- helpers
+def _stride(model, name):
+    names = backbones.layers(model)
+    return 2 ** sum(n.startswith("pool") for n in names[: names.index(name)])
+
+
+def _crop(t, box):
+    fy0, fy1, fx0, fx1 = box
+    return t[..., fy0:fy1, fx0:fx1]
+
+
+def _sums(f, mask):
+    """Σ m² f fᵀ (N, C, C) and Σ m² f (N, C) over the positions of ``f``, in float32."""
+    n, c = f.shape[:2]
+    f = f.float()
+    if mask is not None:
+        f = f * mask.float()
+    flat = f.reshape(n, c, -1)
+    g = torch.bmm(flat, flat.transpose(1, 2))
+    if mask is None:
+        return g, flat.sum(-1)
+    return g, (f * mask.float()).reshape(n, c, -1).sum(-1)
+
+
+def _norm(layer_mask, hw):
+    """What the sums are divided by: the number of positions, times the mean of m²."""
+    count = float(hw[0] * hw[1])
+    if layer_mask is None:
+        return count
+    return layer_mask.float().pow(2).sum().clamp_min(1e-12)

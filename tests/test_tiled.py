@@ -1,0 +1,181 @@
+"""The tiled objective against the untiled one: the same loss and the same gradient up to
+floating-point error, on small images with tiny tiles, for Gram and W2 statistics, regions and
+several styles, tile sizes that do not divide the image, and margins at the image edge."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import pil_to_tensor, synthetic
+
+from impasto import tiled
+from impasto.losses import Objective, Region
+
+SHALLOW = dict(content_layers=["relu2_2"], style_layers=["relu1_1", "relu2_1", "relu3_1"])
+DEEP = dict(content_layers=["relu4_2"],
+            style_layers=["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+WEIGHTS = dict(content_weight=1.0, style_weight=10.0, tv_weight=1.0, tv_norm="squared")
+
+
+def _img(w, h, seed):
+    return pil_to_tensor(synthetic(w, h, seed=seed))
+
+
+def both(net, tile, x, **kw):
+    """(loss, terms, gradient) of the untiled and the tiled objective at ``x``."""
+    out = []
+    for obj in (Objective(net, **kw), tiled.TiledObjective(net, tile=tile, **kw)):
+        xi = x.clone().requires_grad_(True)
+        total, terms = obj(xi)
+        total.backward()
+        out.append((total.item(), terms, xi.grad))
+    return out
+
+
+def assert_same(a, b, rel=1e-4):
+    (la, ta, ga), (lb, tb, gb) = a, b
+    assert lb == pytest.approx(la, rel=rel)
+    assert torch.allclose(tb, ta, rtol=rel, atol=1e-7)
+    err = (ga - gb).abs().max() / ga.abs().max()
+    assert err < 10 * rel, f"gradient differs by {err:.2e} of its largest value"
+
+
+def test_geometry_of_vgg19():
+    g = tiled.geometry("vgg19", ["relu5_1"])
+    assert g.stride == 16 and g.margin == 80      # relu5_1 sees [16q - 70, 16q + 85]
+    assert tiled.geometry("vgg19", ["relu3_1", "relu1_1"]) == tiled.Geometry(4, 12)
+    assert tiled.geometry("vgg19", ["relu1_1"]) == tiled.Geometry(1, 1)
+
+
+def test_tiles_cover_the_image_once_with_aligned_starts():
+    geom = tiled.Geometry(4, 12)
+    ts = tiled.tiles(70, 45, 16, geom)
+    covered = torch.zeros(70, 45, dtype=torch.int64)
+    for t in ts:
+        covered[t.y0:t.y1, t.x0:t.x1] += 1
+        assert t.ty0 % 4 == 0 and t.tx0 % 4 == 0
+        assert t.ty0 == max(0, t.y0 - 12) and t.ty1 == min(70, t.y1 + 12)
+    assert (covered == 1).all()
+
+
+@pytest.mark.parametrize("tile", [16, 24, 40])
+def test_shallow_layers_match_with_tiles_that_do_not_divide_the_image(vgg19, tile):
+    c, s, x = _img(70, 54, 1), _img(48, 40, 2), _img(70, 54, 3)
+    kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **SHALLOW, **WEIGHTS)
+    assert_same(*both(vgg19, tile, x, **kw))
+
+
+def test_deep_layers_match(vgg19):
+    """relu5_1: a margin of 80 px, so the tiles (32 px) really cut the 200 x 168 image."""
+    c, s, x = _img(200, 168, 1), _img(96, 80, 2), _img(200, 168, 3)
+    kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **DEEP, **WEIGHTS)
+    assert len(tiled.tiles(168, 200, 64, tiled.geometry("vgg19", DEEP["style_layers"]))) == 12
+    assert_same(*both(vgg19, 64, x, **kw))
+
+
+def test_w2_matches(vgg19):
+    c, s, x = _img(70, 54, 1), _img(48, 40, 2), _img(70, 54, 3)
+    kw = dict(content=c, regions=[Region(None, [s])], style_stat="w2", **SHALLOW, **WEIGHTS)
+    assert_same(*both(vgg19, 24, x, **kw), rel=1e-3)
+
+
+def test_regions_and_several_styles_match(vgg19):
+    c, x = _img(72, 56, 1), _img(72, 56, 3)
+    s1, s2, s3 = _img(48, 40, 2), _img(40, 48, 4), _img(44, 44, 5)
+    top = torch.zeros(1, 1, 56, 72)
+    top[..., :30, :] = 1.0
+    top = torch.nn.functional.avg_pool2d(top, 5, 1, 2)       # soft edges, as real masks have
+    regions = [Region(top, [s1, s2], [0.3, 0.7]), Region(1 - top, [s3]), ]
+    kw = dict(content=c, regions=regions, style_stat="gram", **SHALLOW, **WEIGHTS)
+    assert_same(*both(vgg19, 16, x, **kw))
+    kw["regions"] = [Region(top, [s1]), Region(1 - top, [])]      # one region keeps content
+    assert_same(*both(vgg19, 24, x, **kw))
+
+
+def test_temporal_and_no_grad_evaluation(vgg19):
+    c, s, x = _img(64, 48, 1), _img(48, 40, 2), _img(64, 48, 3)
+    temporal = (_img(64, 48, 6), torch.rand(1, 1, 48, 64))
+    kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", temporal=temporal,
+              temporal_weight=5.0, **SHALLOW, **WEIGHTS)
+    assert_same(*both(vgg19, 16, x, **kw))
+    with torch.no_grad():           # the optimiser's last scoring: the value alone
+        plain = Objective(vgg19, **kw)(x)
+        tiled_ = tiled.TiledObjective(vgg19, tile=16, **kw)(x)
+    assert tiled_[0].item() == pytest.approx(plain[0].item(), rel=1e-4)
+    assert torch.allclose(tiled_[1], plain[1], rtol=1e-4)
+
+
+def test_only_vgg_models_tile():
+    with pytest.raises(Exception, match="VGG models only"):
+        tiled.geometry("resnet50", ["res2a"])
+
+
+def test_a_margin_too_small_is_not_exact(vgg19):
+    """The margin matters: one stride short of the receptive field, the gradient is off (so
+    the tests above would see a wrong margin)."""
+    c, s, x = _img(70, 54, 1), _img(48, 40, 2), _img(70, 54, 3)
+    kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **SHALLOW, **WEIGHTS)
+    exact = tiled.TiledObjective(vgg19, tile=16, **kw)
+    short = tiled.TiledObjective(vgg19, tile=16, **kw)
+    short.geom = tiled.Geometry(4, 8)
+    grads = []
+    for obj in (exact, short):
+        xi = x.clone().requires_grad_(True)
+        obj(xi)[0].backward()
+        grads.append(xi.grad)
+    assert (grads[0] - grads[1]).abs().max() > 1e-3 * grads[0].abs().max()
+
+
+# ----------------------------------------------------------------------------- the memory plan
+LAYERS = DEEP["content_layers"] + DEEP["style_layers"]
+GIB = 2**30
+
+
+def plan(budget, sides=(1024, 2048, 4096), history=100, tile=None):
+    from impasto import estimate
+    return estimate.plan_memory("vgg19", LAYERS, DEEP["content_layers"],
+                                [(s, 10) for s in sides], (3072, 4096), "fp32", budget, history,
+                                tile)
+
+
+def test_only_the_scales_that_need_it_are_tiled():
+    p = plan(6 * GIB)
+    assert p["tiles"][0] is None and p["tiles"][1] is not None and p["tiles"][2] is not None
+    assert p["peak_bytes"] <= 6 * GIB
+    # tiles are multiples of the stride and at least one of them per scale fits the budget
+    assert all(t % 16 == 0 for t in p["tiles"][1:])
+    assert plan(None)["tiles"] == [None, None, None]
+    assert plan(200 * GIB)["tiles"] == [None, None, None]
+
+
+def test_the_history_is_sized_from_the_budget():
+    """At 4096x3072 one L-BFGS entry is two 151 MB vectors: 100 of them do not fit in 6 GiB."""
+    from impasto import estimate
+    assert estimate.history_bytes((3072, 4096), 1) == pytest.approx(2 * 151e6, rel=0.01)
+    p = plan(6 * GIB)
+    assert 1 <= p["history"] < 100
+    assert estimate.history_bytes((3072, 4096), p["history"]) <= 3 * GIB
+    assert plan(None)["history"] == 100
+
+
+def test_a_forced_tile_applies_to_every_scale_larger_than_it():
+    assert plan(None, sides=(256, 512, 1024), tile=512)["tiles"] == [None, None, 512]
+
+
+def test_too_little_memory_for_one_tile_names_the_option():
+    from impasto.errors import UserError
+    with pytest.raises(UserError, match="--max-memory"):
+        plan(0.6 * GIB)
+
+
+def test_a_tiled_run_through_the_cli(run_cli, image_files):
+    out = image_files["out"] / "tiled.png"
+    proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", out,
+                   "--size", "64", "--steps", "3", "--precision", "fp32", "--tile", "32",
+                   "--style-layers", "relu1_1", "relu2_1", "relu3_1", "--content-layers",
+                   "relu2_2")
+    assert proc.returncode == 0, proc.stderr
+    assert "(tiles of 32px)" in proc.stderr
+    import json
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["memory"]["tiles"] == [32] and rec["options"]["tile"] == 32
