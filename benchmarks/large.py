@@ -1,9 +1,16 @@
-"""Peak memory and time for large outputs, single-scale against coarse-to-fine, in one run.
-Run by hand: `python benchmarks/large.py [--sizes 512,1024,2048] [--steps 10]`.
+"""Peak memory and time for large outputs, single-scale against coarse-to-fine, and tiled
+print sizes within a memory budget, in one run.
+Run by hand: `python benchmarks/large.py [--sizes 512,1024,2048] [--tiled 4096:6G] [--steps 10]`.
 
 Each row is the real CLI in its own process (peak RSS of that process alone), next to the
 estimate impasto prints before it starts, so the memory model can be checked too. s/step is the
-median over the steps at full size.
+median over the steps at full size; "of calibrated" is the share of the machine's VGG19 rate
+(forward + input gradient to relu5_1, measured in this run by benchmarks/speed.py's
+calibration) that one step reaches, counting the FLOPs of one untiled step (a tiled step
+computes more: its margins and the extra pass for the global statistics).
+
+The exactness line compares the tiled objective with the untiled one (loss and gradient) at
+--exact-size, the largest size where both fit.
 """
 from __future__ import annotations
 
@@ -20,12 +27,15 @@ WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
 
 
-def run(size, scales, steps, args, out_dir):
-    out = out_dir / f"large_{size}_{scales or 'auto'}.png"
+def run(size, scales, steps, args, out_dir, budget=None):
+    out = out_dir / f"large_{size}_{scales or 'auto'}{'_' + budget if budget else ''}.png"
     cmd = [sys.executable, "-m", "impasto", "transfer", args.content, args.style, "-o", str(out),
-           "--size", str(size), "--steps", str(steps), "--seed", "0"]
+           "--size", str(size), "--steps", str(steps), "--seed", "0", "--precision",
+           args.precision]
     if scales:
         cmd += ["--scales", str(scales)]
+    if budget:
+        cmd += ["--max-memory", budget]
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -36,7 +46,11 @@ def run(size, scales, steps, args, out_dir):
     rec = json.loads(out.with_suffix(".json").read_text())
     full = [h for h in rec["history"] if h["side"] == size]
     times = [b["time"] - a["time"] for a, b in zip(full, full[1:])]
-    return {"size": size, "mode": "single-scale" if scales == 1 else "coarse-to-fine",
+    tiles = (rec.get("memory") or {}).get("tiles") or []
+    mode = "single-scale" if scales == 1 else "coarse-to-fine"
+    if budget:
+        mode += f", --max-memory {budget}, tiles " + "/".join(str(t or "-") for t in tiles)
+    return {"size": size, "mode": mode, "flops": step_flops(rec_hw(out)),
             "schedule": " + ".join(f"{n}@{s}" for s, n in rec["schedule"]),
             "wall": wall, "s_step": statistics.median(times) if times else float("nan"),
             "peak": peak_mib, "estimate": estimate.split("estimated peak memory ")[-1]
@@ -49,28 +63,82 @@ def rec_hw(path):
         return f"{im.width}x{im.height}"
 
 
+def step_flops(hw_text):
+    from impasto import estimate
+    w, h = map(int, hw_text.split("x"))
+    return estimate.step_flops("vgg19", "relu5_1", (h, w))
+
+
+def exactness(size, args):
+    """Relative difference of the tiled objective's loss and gradient from the untiled one at
+    ``size``, with the default layers and tiles of a quarter of the long side."""
+    import torch
+    from impasto import Config, image as imageio, tasks, tiled
+    from impasto.losses import Objective, Region
+    cfg = Config(precision=args.precision).with_model_layers()
+    content = imageio.to_tensor(imageio.load(args.content, long_side=size))
+    hw = imageio.fit_size(*content.shape[-2:], size)
+    content = imageio.resize(content, hw)
+    style = imageio.resize_long(imageio.to_tensor(imageio.load(args.style, long_side=size)), size)
+    net, _ = tasks.get_backbone(cfg, cfg.content_layers + cfg.style_layers, torch.device("cpu"),
+                                args.precision)
+    kw = dict(content=content, regions=[Region(None, [style])],
+              content_layers=cfg.content_layers, style_layers=cfg.style_layers,
+              style_stat=cfg.style_loss, content_weight=cfg.content_weight,
+              style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+    x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
+    out = []
+    for obj in (Objective(net, **kw), tiled.TiledObjective(net, tile=size // 4, **kw)):
+        xi = x.clone().requires_grad_(True)
+        loss = obj(xi)[0]
+        loss.backward()
+        out.append((loss.item(), xi.grad))
+    (l0, g0), (l1, g1) = out
+    return abs(l1 - l0) / abs(l0), float((g1 - g0).abs().max() / g0.abs().max()), hw
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--content", default="examples/tubingen.jpg")
     p.add_argument("--style", default="examples/starry_night.jpg")
     p.add_argument("--sizes", default="512,1024,2048")
+    p.add_argument("--tiled", default="4096:6G", help="SIZE:BUDGET[,SIZE:BUDGET...] single-scale "
+                   "runs within --max-memory BUDGET ('' for none)")
+    p.add_argument("--exact-size", type=int, default=1024)
+    p.add_argument("--precision", default="auto")
     p.add_argument("--steps", type=int, default=10)
     args = p.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from speed import calibrate
+    from impasto import precision as precisions
+    import torch
+    resolved = precisions.resolve(args.precision, torch.device("cpu"))
+    calib = calibrate((384, 512), precisions=(resolved,))[resolved]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for size in (int(s) for s in args.sizes.split(",")):
+        for size in (int(s) for s in args.sizes.split(",") if s):
             for scales in (1, None):
                 rows.append(run(size, scales, args.steps, args, Path(tmp)))
                 print(f"done {size} {scales or 'auto'}", file=sys.stderr, flush=True)
-    lines = [f"{args.steps} steps each; {args.content} / {args.style}", "",
+        for spec in (s for s in args.tiled.split(",") if s):
+            size, budget = spec.split(":")
+            rows.append(run(int(size), 1, args.steps, args, Path(tmp), budget))
+            print(f"done {size} tiled {budget}", file=sys.stderr, flush=True)
+    loss_err, grad_err, hw = exactness(args.exact_size, args)
+    lines = [f"{args.steps} steps each; {args.content} / {args.style}; {resolved}; calibrated "
+             f"VGG19 rate {calib / 1e9:.1f} GFLOP/s (512x384)", "",
              "| output | mode | schedule (steps@px) | wall s | s/step at full size | "
-             "peak RSS MiB | estimated peak |", "|---|---|---|---|---|---|---|"]
+             "of calibrated | peak RSS MiB | estimated peak |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | error: {r['error']} | | | | | |")
+            lines.append(f"| {r['size']} | error: {r['error']} | | | | | | |")
             continue
+        share = r["flops"] / r["s_step"] / calib if r["s_step"] == r["s_step"] else float("nan")
         lines.append(f"| {r['hw']} | {r['mode']} | {r['schedule']} | {r['wall']:.1f} | "
-                     f"{r['s_step']:.2f} | {r['peak']:.0f} | {r['estimate']} |")
+                     f"{r['s_step']:.2f} | {share:.0%} | {r['peak']:.0f} | {r['estimate']} |")
+    lines += ["", f"Exactness at {hw[1]}x{hw[0]}, tiles of {args.exact_size // 4} px: loss "
+              f"differs by {loss_err:.1e} (relative), gradient by {grad_err:.1e} of its largest "
+              "value."]
     print("\n".join(lines))
 
 

@@ -158,14 +158,14 @@ def step_flops(hw) -> int:
     return 2 * conv_flops(hw)
 
 
-def calibrate(hw, repeats: int = 3) -> dict:
+def calibrate(hw, repeats: int = 3, precisions=("fp32", "bf16")) -> dict:
     """Best FLOP/s of a forward + input-gradient pass through VGG19 to relu5_1 at ``hw``, per
     precision (bf16: autocast with channels_last, as impasto runs it)."""
     import torch
     from impasto import Config, tasks
 
     peaks = {}
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         net, _ = tasks.get_backbone(Config(), ["relu5_1"], torch.device("cpu"), precision)
         x = torch.rand(1, 3, *hw, requires_grad=True)
 
@@ -196,7 +196,7 @@ def evaluate(rows: list, size: int, args) -> None:
         content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
         style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
         content_weight=cfg.content_weight, style_weight=cfg.style_weight,
-        tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+        tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm, style_stat=cfg.style_loss)
     for row in rows:
         if "error" in row:
             continue

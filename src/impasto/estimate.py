@@ -73,7 +73,18 @@ def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
     return step_flops(model, deepest, (side, side)) / max(seconds, 1e-9)
 
 
-def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_hws=()) -> dict:
+def tiling_factor(hw, tile, margin) -> float:
+    """How much more a tiled step computes than an untiled one: every tile's window (interior
+    and margins) against the image, and a forward pass more for the global statistics
+    (forward : backward is about 1 : 2, so 4/3)."""
+    from . import tiled
+    ts = tiled.tiles(hw[0], hw[1], tile, tiled.Geometry(1, margin))
+    windows = sum((t.ty1 - t.ty0) * (t.tx1 - t.tx0) for t in ts)
+    return windows / (hw[0] * hw[1]) * 4 / 3
+
+
+def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_hws=(),
+             tiles=None, margin=0) -> dict:
     """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run.
 
     ``style_hws``: the style images' sizes at full scale (``--size`` x ``--style-scale``). Their
@@ -86,8 +97,12 @@ def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_h
     value_bytes = 4.0 if precision == "fp32" else 2.0
     for hw in style_hws:
         peak = max(peak, BASE_BYTES + value_bytes * activation_elements(model, deepest, hw))
-    flops = sum(n * step_flops(model, deepest, imageio.fit_size(*aspect_hw, side))
-                for side, n in plan)
+    tiles = tiles or [None] * len(plan)
+    flops = 0.0
+    for (side, n), tile in zip(plan, tiles):
+        hw = imageio.fit_size(*aspect_hw, side)
+        extra = tiling_factor(hw, tile, margin) if tile else 1.0
+        flops += n * step_flops(model, deepest, hw) * extra
     return {"peak_bytes": peak, "flops": flops,
             "seconds": flops / throughput if throughput else None}
 

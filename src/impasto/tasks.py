@@ -18,7 +18,7 @@ from .config import INITS, Config
 from .errors import UserError
 from .losses import Objective, Region
 from .optimize import Outcome, Settings, minimise
-from .tiled import TiledObjective
+from .tiled import TiledObjective, geometry as tiled_geometry
 
 
 @dataclass
@@ -274,8 +274,10 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         from . import estimate
         big = cfg.size >= 1024
         throughput = estimate.measure_throughput(net, deepest, device) if big else None
+        margin = tiled_geometry(cfg.model, layers).margin if any(memory["tiles"]) else 0
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
-                                 throughput, style_hws=style_hws)
+                                 throughput, style_hws=style_hws, tiles=memory["tiles"],
+                                 margin=margin)
         info["peak_bytes"] = memory["peak_bytes"]
         on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
                  "precision": precision, "device": str(device),
