@@ -436,14 +436,26 @@ def test_docs_options_table_is_generated_from_the_config():
     assert "| `--style-weight` | transfer, texture, video |" in doc.read_text()
 
 
-def test_progress_eta_weights_steps_by_their_pixels():
-    """Under coarse-to-fine the remaining full-size steps dominate the time left."""
+def test_progress_eta_weights_steps_by_their_pixels_and_skips_warm_ups():
+    """Under coarse-to-fine the remaining full-size steps dominate the time left; the first
+    step of each scale (kernels built for a new size) does not set the rate."""
     import io
     from impasto.cli import Progress
     from impasto.optimize import Step
     p = Progress(stream=io.StringIO())
     p.set_schedule([(128, 10), (256, 10)])
-    # after the 10 coarse steps (work 10*128²) in 10 s, 10 steps of 4x the work remain: 40 s
-    assert p.eta(Step(10, 20, 1.0, {}, 10.0)) == pytest.approx(40.0)
-    plain = Progress(stream=io.StringIO())
-    assert plain.eta(Step(10, 20, 1.0, {}, 10.0)) == pytest.approx(10.0)
+    t = 5.0                                   # a slow first step: warm-up
+    p.observe(Step(1, 20, 1.0, {}, t, scale=0))
+    assert p.eta(Step(1, 20, 1.0, {}, t)) is None      # nothing steady measured yet
+    for k in range(2, 11):                    # then 0.1 s per 128 px step
+        t += 0.1
+        p.observe(Step(k, 20, 1.0, {}, t, scale=0))
+    # 10 steps of 4x the work remain: 4 s, not the 50 s the warm-up would suggest
+    assert p.eta(Step(10, 20, 1.0, {}, t)) == pytest.approx(4.0)
+    t += 3.0                                  # the first 256 px step warms up again
+    p.observe(Step(11, 20, 1.0, {}, t, scale=1))
+    assert p.eta(Step(11, 20, 1.0, {}, t)) == pytest.approx(3.6)
+    plain = Progress(stream=io.StringIO())    # no schedule: steps count alike
+    for k, t in ((1, 2.0), (2, 2.5), (3, 3.0)):
+        plain.observe(Step(k, 10, 1.0, {}, t))
+    assert plain.eta(Step(3, 10, 1.0, {}, 3.0)) == pytest.approx(3.5)

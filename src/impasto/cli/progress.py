@@ -7,7 +7,12 @@ import sys
 import time
 
 class Progress:
-    """A progress bar on stderr: step, loss terms, rate; a line per 10% when not a terminal."""
+    """A progress bar on stderr: step, loss terms, rate; a line per 10% when not a terminal.
+
+    The ETA is honest from the second step on: the time per unit of work (pixels) is measured
+    on the steps after the first of each scale (the first pays for building the network's
+    kernels at a new size, several times a normal step), and the work left is weighted by the
+    schedule's pixels, so coarse steps count cheap and fine ones dear."""
 
     def __init__(self, stream=sys.stderr, quiet=False):
         self.stream, self.quiet = stream, quiet
@@ -15,25 +20,43 @@ class Progress:
         self.last_print = -1.0
         self.width = 24
         self.work = None   # cumulative work (pixels) after each step, from the schedule
+        self.prev = None   # (step, elapsed, scale) of the step before
+        self.spent = self.measured = 0.0   # seconds and work of the steady steps
 
     def set_schedule(self, schedule):
-        """Weight the ETA by each step's pixel count: coarse steps are cheap, fine ones dear."""
         self.work, total = [], 0
         for side, n in schedule:
             for _ in range(n):
                 total += side * side
                 self.work.append(total)
 
+    def _work_of(self, step):
+        if self.work and 0 < step <= len(self.work):
+            return self.work[step - 1] - (self.work[step - 2] if step > 1 else 0)
+        return 1
+
+    def observe(self, s):
+        """Take the step's time into the rate unless it is the first of its scale."""
+        scale = getattr(s, "scale", 0)
+        if self.prev is not None and s.step == self.prev[0] + 1 and scale == self.prev[2]:
+            self.spent += s.elapsed - self.prev[1]
+            self.measured += self._work_of(s.step)
+        self.prev = (s.step, s.elapsed, scale)
+
     def eta(self, s):
+        """Seconds left, or None before a steady step has been timed."""
+        if self.measured <= 0:
+            return None
         if self.work and 0 < s.step <= len(self.work):
-            done, total = self.work[s.step - 1], self.work[-1]
-            return s.elapsed / done * (total - done)
-        rate = s.step / s.elapsed if s.elapsed > 0 else 0.0
-        return (s.total_steps - s.step) / rate if rate > 0 else 0.0
+            left = self.work[-1] - self.work[s.step - 1]
+        else:
+            left = s.total_steps - s.step
+        return self.spent / self.measured * left
 
     def __call__(self, s):
         if self.quiet:
             return
+        self.observe(s)
         frac = s.step / max(1, s.total_steps)
         rate = s.step / s.elapsed if s.elapsed > 0 else 0.0
         eta = self.eta(s)
@@ -41,7 +64,7 @@ class Progress:
         filled = int(frac * self.width)
         bar = "#" * filled + "-" * (self.width - filled)
         line = (f"step {s.step}/{s.total_steps} [{bar}] loss {s.loss:.4g} ({terms}) "
-                f"{rate:.2f} step/s eta {duration(eta)}")
+                f"{rate:.2f} step/s eta {'?' if eta is None else duration(eta)}")
         if self.tty:
             self.stream.write("\r" + line + "\033[K")
             self.stream.flush()
