@@ -64,9 +64,12 @@ class Config:
     style_blend: Optional[list[float]] = _opt(
         None, "weights of the style images when several are given, e.g. 0.7,0.3 (default: "
         "equal); their Gram matrices are mixed, not their losses", tasks=_STYLED, metavar="W")
-    style_loss: str = _opt("gram", "style statistic: gram (Gram matrices, Gatys et al.) or w2 "
-                           "(Wasserstein-2 distance between Gaussian fits: means and covariances)",
-                           tasks=_STYLED, choices=("gram", "w2"))
+    style_loss: str = _opt("gram", "style statistic: gram (Gram matrices, Gatys et al.), w2 "
+                           "(Wasserstein-2 distance between Gaussian fits: means and covariances) "
+                           "or sw (sliced Wasserstein, Heitz et al. 2021: the whole distribution "
+                           "of each layer's features along random directions, redrawn every "
+                           "step; not with tiled evaluation)",
+                           tasks=_STYLED, choices=("gram", "w2", "sw"))
     preserve_color: str = _opt(
         "none", "keep the content's colours: luminance (stylise only the luminance, keep the "
         "content's chroma) or histogram (recolour the style image to the content's colour mean "

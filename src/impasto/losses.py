@@ -145,15 +145,22 @@ class StyleTarget:
     """The style statistics one region must match at one layer: the blended Gram matrix and
     mean of its style images (for ``w2``, also the covariance and its square root)."""
 
-    def __init__(self, gram_: torch.Tensor, mean: torch.Tensor, stat: str):
+    def __init__(self, gram_: torch.Tensor, mean: torch.Tensor, stat: str, samples=None):
         self.gram, self.mean = gram_, mean
         if stat == "w2":
             self.cov = gram_ - mean.unsqueeze(2) * mean.unsqueeze(1)
             self.cov_sqrt = _sqrtm_psd(self.cov)
+        if stat == "sw":     # the style's feature vectors themselves: [((C, M), blend weight)]
+            from .sliced import SlicedTarget
+            self.sliced = SlicedTarget(samples)
 
     def loss(self, features, stat, mask=None):
         if stat == "w2":
             return w2_style_loss(features, self.mean, self.cov, self.cov_sqrt, mask)
+        if stat == "sw":     # as many random directions as channels, drawn at every call
+            from .sliced import directions
+            c = features.shape[1]
+            return self.sliced.loss(features, directions(c, c, device=features.device), mask)
         return style_loss(features, self.gram, mask)
 
     def loss_from_stats(self, gram_, mean, stat):
@@ -227,13 +234,17 @@ class Objective:
                     self.style_targets.append(None)
                     self.region_w.append(0.0)
                     continue
-                grams, means = {}, {}
+                grams, means, samples = {}, {}, {}
                 for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
                     feats = backbone.features(style, self.style_layers)
                     for k in self.style_layers:
                         grams[k] = grams.get(k, 0) + b * gram(feats[k])
                         means[k] = means.get(k, 0) + b * feature_mean(feats[k])
-                self.style_targets.append({k: StyleTarget(grams[k], means[k], style_stat)
+                        if style_stat == "sw":
+                            f = feats[k].detach()
+                            samples.setdefault(k, []).append((f.reshape(f.shape[1], -1), b))
+                self.style_targets.append({k: StyleTarget(grams[k], means[k], style_stat,
+                                                          samples.get(k))
                                            for k in self.style_layers})
                 self.region_w.append(1.0 if region.mask is None else float(region.mask.mean()))
 

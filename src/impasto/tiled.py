@@ -121,6 +121,10 @@ class TiledObjective:
                  content_layer_weights=None, style_layers=(), style_layer_weights=None,
                  style_stat, content_weight, style_weight, tv_weight, tv_norm,
                  temporal=None, temporal_weight=0.0):
+        if style_stat == "sw":
+            raise UserError("option --style-loss: sw sorts every position of a layer at once, so "
+                            "it cannot be evaluated in tiles; use gram or w2 with --tile or "
+                            "--max-memory, or a smaller --size")
         self.net, self.tile = backbone, tile
         self.temporal = temporal if temporal is not None and temporal_weight > 0 else None
         self.temporal_weight = temporal_weight
