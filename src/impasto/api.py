@@ -45,6 +45,8 @@ class Request:
     plot: bool = False                             # also write OUTPUT_loss.png (matplotlib)
     max_input_pixels: int = MAX_INPUT_PIXELS       # refuse inputs with more pixels than this
     argv: Optional[list] = None                    # the command, for the record
+    started_at: Optional[float] = None             # perf_counter() at the front end's start:
+                                                   # a --time budget counts from there
 
 
 # ----------------------------------------------------------------------------- events
@@ -223,7 +225,8 @@ class Job:
         result = tasks.run(self.task, self.cfg, loaded.content, loaded.styles,
                            init_image=loaded.init, callback=callback, regions=loaded.regions,
                            on_plan=on_plan,
-                           should_stop=None if cancel is None else cancel.is_set)
+                           should_stop=None if cancel is None else cancel.is_set,
+                           started=request.started_at)
         if result.outcome.stop_reason == "interrupted" and result.outcome.steps == 0:
             raise Cancelled("cancelled before the first step; nothing was written")
         record = record_path = None

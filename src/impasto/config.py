@@ -92,6 +92,11 @@ class Config:
     lr: Optional[float] = _opt(None, "learning rate (default: 1.0 for lbfgs, 0.02 for adam)")
     steps: int = _opt(500, "step budget: at most this many optimiser steps in all, split over "
                       "the scales (2.25:1.5:1 for three scales, coarsest first)")
+    time: Optional[str] = _opt(
+        None, "time budget such as 30s, 2m or 1h, start-up included: impasto measures this "
+        "machine's step rate, plans the scales and steps to finish within it (the plan printed "
+        "before the run says what the budget bought) and re-plans before every scale; --steps "
+        "is then a ceiling", metavar="DURATION")
     scales: Optional[int] = _opt(None, "number of coarse-to-fine scales, each twice the size of "
                                  "the one before (default: from --size, the coarsest near 128 px; "
                                  "1: every step at full size)")
@@ -208,6 +213,10 @@ class Config:
                 bad(f.name, f"{_show(value)} is not one of {', '.join(choices)}")
         if self.size < 16:
             bad("size", f"must be at least 16 pixels, got {self.size}")
+        if self.time is not None:
+            from .budget import parse_duration
+            if parse_duration(self.time) is None:
+                bad("time", f"{_show(self.time)} is not a duration such as 30s, 2m, 1m30s or 1h")
         if self.max_memory is not None and parse_bytes(self.max_memory) is None:
             bad("max_memory", f"{_show(self.max_memory)} is not a size such as 6G, 800M or 1.5G")
         if self.tile is not None and not 16 <= self.tile <= MAX_SIZE:

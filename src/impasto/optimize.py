@@ -34,7 +34,7 @@ class Outcome:
     loss: float                         # its loss
     steps: int                          # steps taken
     evaluations: int                    # objective evaluations (more than steps with line search)
-    stop_reason: str                    # budget, converged, no-improvement, non-finite, interrupted
+    stop_reason: str    # budget, converged, no-improvement, non-finite, interrupted, time
     history: list = field(default_factory=list)  # one dict per step: step, time, loss, terms
     terms: dict = field(default_factory=dict)    # the loss terms of the best image
 
@@ -72,7 +72,8 @@ def make_optimizer(params, s: Settings):
 def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(),
              callback: Optional[Callable[[Step], None]] = None, step_offset: int = 0,
              total_steps: Optional[int] = None, start: Optional[float] = None,
-             should_stop: Optional[Callable[[], bool]] = None) -> Outcome:
+             should_stop: Optional[Callable[[], bool]] = None,
+             deadline: Optional[float] = None) -> Outcome:
     """Minimise ``fn(x) -> (loss, terms)`` over ``x`` starting from ``x0``.
 
     ``terms`` is a 1-D tensor of named parts of the loss (``term_names``), read together with
@@ -80,7 +81,8 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
     by less than ``tol`` (relative) over ``tol_window`` steps; when it has not beaten its best
     for ``patience`` steps; when it turns NaN or infinite; when ``should_stop()`` turns true
     (checked before every step: a Stop button, or the CLI's Ctrl-C handler, sets it) or on a
-    KeyboardInterrupt (both end as "interrupted"). The best image seen is
+    KeyboardInterrupt (both end as "interrupted"); when ``deadline`` (a
+    ``time.perf_counter()`` value) has passed ("time"). The best image seen is
     returned in every case. ``step_offset``, ``total_steps`` and ``start`` (a
     ``time.perf_counter()`` value) let several calls report as one run, e.g. across scales.
     """
@@ -115,6 +117,9 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
             if should_stop is not None and should_stop():
                 stop = "interrupted"
                 break
+            if deadline is not None and time.perf_counter() >= deadline:
+                stop = "time"
+                break
             prev_best = best["loss"]
             last["fresh"] = True
             if settings.optimizer == "lbfgs":
@@ -144,7 +149,7 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
         stop = "interrupted"
     else:
         # The last update moved x past the last evaluated point: score it once more.
-        if stop in ("budget", "converged") and step > 0:
+        if stop in ("budget", "converged", "time") and step > 0:
             with torch.no_grad():
                 loss, terms = fn(x)
             values = torch.cat([loss.float().reshape(1), terms.float()]).tolist()

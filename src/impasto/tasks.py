@@ -195,7 +195,7 @@ def new_seed() -> int:
 
 
 def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callback=None,
-        regions=None, on_plan=None, temporal=None, should_stop=None) -> Result:
+        regions=None, on_plan=None, temporal=None, should_stop=None, started=None) -> Result:
     """Run ``task`` with ``cfg``. ``content``/``styles`` are images (tensors or PIL).
 
     ``init_image`` replaces ``cfg.init`` when given (an image read by the caller).
@@ -212,6 +212,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
 
     ``should_stop()``, when given, is asked before every step; once it is true the run ends as
     "interrupted" with the best image so far (a Stop button, the CLI's Ctrl-C handler).
+
+    ``started`` (a ``time.perf_counter()`` value, default: now) is when the budget of
+    ``cfg.time`` began: a front end passes its process's start, so start-up counts.
 
     ``temporal`` (video): (warped previous output, consistency weights (1, 1, H, W), weight)
     adds ``weight · temporal_loss`` (see ``impasto.video``), resized with each scale.
@@ -270,15 +273,25 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         else []
     memory = plan_memory(cfg, layers, content_layers, plan, aspect_src.shape[-2:], precision,
                          device, style_hws)
+    deadline, throughput, costs = None, None, None
+    if cfg.time is not None and layers:
+        from . import estimate      # measured cheaply, at the coarsest scale, once
+        side = min(192, plan[0][0])
+        throughput = estimate.measure_throughput(net, deepest, device, side=side, repeats=1)
+        deadline, costs, plan = _time_plan(cfg, plan, aspect_src.shape[-2:], layers, memory,
+                                           throughput, t0 if started is None else started)
     if on_plan is not None and layers:
         from . import estimate
         big = cfg.size >= 1024
-        throughput = estimate.measure_throughput(net, deepest, device) if big else None
+        if throughput is None and big:
+            throughput = estimate.measure_throughput(net, deepest, device)
         margin = tiled_geometry(cfg.model, layers).margin if any(memory["tiles"]) else 0
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
                                  throughput, style_hws=style_hws, tiles=memory["tiles"],
                                  margin=margin)
         info["peak_bytes"] = memory["peak_bytes"]
+        if deadline is not None:
+            info["seconds"] = deadline - (t0 if started is None else started)
         on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
                  "precision": precision, "device": str(device),
                  "available_bytes": estimate.available_bytes(device), **info,
@@ -309,10 +322,20 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             style_stat=cfg.style_loss, content_weight=cfg.content_weight,
             style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm,
             **_temporal_at(temporal, hw, device))
+        if deadline is not None:    # the time left, re-planned over the scales left
+            from . import budget
+            if outcomes:            # what the last scale's steps really cost corrects the rest
+                costs = budget.corrected(costs, k - 1, outcomes[-1].history)
+            steps = budget.plan_steps(costs[k:], deadline - time.perf_counter(),
+                                      max(1, cfg.steps - done))[0]
+            if k == len(plan) - 1:
+                steps = max(1, cfg.steps - done)       # the deadline ends the last scale
         settings.steps = steps
         outcome = minimise(x.to(device), objective, settings, term_names=objective.terms,
-                           callback=_at_scale(callback, k, side), step_offset=done, total_steps=cfg.steps,
-                           start=start, should_stop=should_stop)
+                           callback=_at_scale(callback, k, side), step_offset=done,
+                           total_steps=sum(n for _, n in plan),
+                           start=start, should_stop=should_stop,
+                           deadline=deadline)
         for h in outcome.history:
             h["side"] = side
         outcomes.append(outcome)
@@ -330,6 +353,27 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
                   [list(p) for p in plan], {k: memory[k] for k in ("tiles", "history")})
+
+
+def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began):
+    """(deadline, seconds per step at each scale, the plan of steps that fills the budget)."""
+    from . import budget, estimate
+    from .tiled import geometry
+    seconds = budget.parse_duration(cfg.time)
+    deadline = began + seconds * (1 - budget.RESERVE)
+    deepest = backbones.deepest(cfg.model, layers)
+    margin = geometry(cfg.model, layers).margin if any(memory["tiles"]) else 0
+    costs = []
+    for (side, _), tile in zip(plan, memory["tiles"]):
+        hw = imageio.fit_size(*aspect_hw, side)
+        flops = estimate.step_flops(cfg.model, deepest, hw)
+        if tile:
+            flops *= estimate.tiling_factor(hw, tile, margin)
+        costs.append(budget.seconds_per_step(flops, throughput))
+    left = deadline - time.perf_counter()
+    budget.check_fits(left, costs[-1], seconds)
+    counts = budget.plan_steps(costs, left, cfg.steps)
+    return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
 
 
 def plan_memory(cfg: Config, layers, content_layers, plan, aspect_hw, precision, device,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from .. import api
+from . import process_start
 from .parser import EXIT_INTERRUPTED, options_from_args
 from .progress import Progress, print_plan
 
@@ -18,7 +19,8 @@ def request_from_args(args, argv) -> api.Request:
         styles=list(getattr(args, "styles", None) or []) if task != "reconstruct" else [],
         mask=getattr(args, "mask", None), region_styles=regions, output=args.output,
         from_record=args.from_record, overwrite=args.overwrite, save_every=args.save_every,
-        plot=args.plot, max_input_pixels=args.max_input_pixels, argv=["impasto", *argv])
+        plot=args.plot, max_input_pixels=args.max_input_pixels, argv=["impasto", *argv],
+        started_at=process_start())
 
 
 def run(args, argv, interrupt=None) -> int:

@@ -1,0 +1,76 @@
+"""A time budget (``--time 60s``): the plan of scales and steps that fits it on this machine.
+
+Before the first step the run measures what this machine does per second on its own network
+(``estimate.measure_throughput``: a forward and backward pass at 192 px), so the cost of a
+step at every scale is known. The steps are split over the scales in the usual proportion
+(each coarser scale 1.5x the steps of the next finer one) and scaled so that their cost fills
+the time left. The plan is made again before every scale with the time then left, so a scale
+that ends early (``--tol``) or runs slower than measured moves its time to the scales after it;
+and the last scale stops at the deadline whatever the plan said.
+"""
+from __future__ import annotations
+
+import re
+
+from .errors import UserError
+
+# What a step costs beyond the network's own forward and backward pass (Gram matrices, losses,
+# L-BFGS, the host sync), and the first step of a scale beyond that (kernels for a new size):
+# measured here on VGG19 at 128-512 px, fp32 (a step took 1.1-1.25x the network pass).
+STEP_OVERHEAD = 1.2
+WARM_UP_STEPS = 2.0
+RESERVE = 0.04          # of the budget, kept for writing the image and the record
+
+
+def parse_duration(text) -> float | None:
+    """'60s', '2m', '1m30s', '1h', '90' (seconds) -> seconds; None if not a duration."""
+    t = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        value = float(t)
+        return value if value > 0 else None
+    m = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?", t)
+    if not m or not any(m.groups()):
+        return None
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    value = 3600 * h + 60 * mi + s
+    return value if value > 0 else None
+
+
+def seconds_per_step(step_flops: float, throughput: float) -> float:
+    return STEP_OVERHEAD * step_flops / throughput
+
+
+def plan_steps(costs: list[float], seconds: float, ceiling: int) -> list[int]:
+    """Steps per scale (coarsest first) whose cost fills ``seconds``: ``costs`` are the
+    seconds of one step at each scale. The usual 1.5:1 proportion between neighbouring scales,
+    at most ``ceiling`` steps in all, at least one step at the finest scale."""
+    n = len(costs)
+    weights = [1.5 ** (n - 1 - k) for k in range(n)]
+    share = [w / sum(weights) for w in weights]
+    warm = sum(WARM_UP_STEPS * c for c in costs)
+    per_step = sum(s * c for s, c in zip(share, costs))
+    total = max(0.0, seconds - warm) / per_step if per_step > 0 else ceiling
+    total = min(ceiling, int(total))
+    counts = [int(total * s) for s in share]
+    counts[0] += total - sum(counts)          # what rounding left over, where steps are cheap
+    counts[-1] = max(1, counts[-1])
+    return counts
+
+
+def corrected(costs: list[float], k: int, history: list) -> list[float]:
+    """``costs`` scaled by how much the steady steps of scale ``k`` (all but its first, from
+    its history's times) really cost against ``costs[k]``."""
+    times = [b["time"] - a["time"] for a, b in zip(history, history[1:])]
+    if len(times) < 2 or costs[k] <= 0:
+        return costs
+    factor = min(4.0, max(0.25, sum(times[1:]) / len(times[1:]) / costs[k]))
+    return [c * factor for c in costs]
+
+
+def check_fits(seconds_left: float, finest_cost: float, budget: float) -> None:
+    """UserError when not even one step at full size fits in what is left of the budget."""
+    if seconds_left < finest_cost:
+        left = f"{seconds_left:.1f} s were" if seconds_left > 0 else "nothing was"
+        raise UserError(f"option --time: {budget:g} s is too short for this run: one step at "
+                        f"full size takes about {finest_cost:.1f} s on this machine, and {left} "
+                        "left after start-up; give more --time or a smaller --size")

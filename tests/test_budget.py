@@ -1,0 +1,69 @@
+"""A time budget: durations, the plan a budget buys on a machine of known step rate, and a run
+that keeps to it."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from impasto import budget
+from impasto.errors import UserError
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("2m", 120), ("1m30s", 90),
+                                           ("1h", 3600), ("90", 90), ("0.5m", 30)])
+def test_durations(text, seconds):
+    assert budget.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0s", "soon", "-5s", "1x", "m"])
+def test_not_durations(text):
+    assert budget.parse_duration(text) is None
+
+
+def test_the_plan_a_budget_buys():
+    """Three scales whose steps cost 0.1, 0.4 and 1.6 s (each twice the side of the one
+    before): the steps keep the 2.25 : 1.5 : 1 proportion and their cost, with two warm-up
+    steps a scale, fills the budget."""
+    costs = [0.1, 0.4, 1.6]
+    counts = budget.plan_steps(costs, 60.0, ceiling=10_000)
+    warm = budget.WARM_UP_STEPS * sum(costs)
+    spent = sum(n * c for n, c in zip(counts, costs)) + warm
+    assert 57.0 <= spent <= 60.0
+    assert counts[0] / counts[2] == pytest.approx(2.25, rel=0.1)
+    assert counts[1] / counts[2] == pytest.approx(1.5, rel=0.1)
+    # twice the budget buys about twice the steps; the ceiling caps them
+    assert sum(budget.plan_steps(costs, 120.0, 10_000)) == pytest.approx(2 * sum(counts) + 9,
+                                                                        rel=0.1)
+    assert sum(budget.plan_steps(costs, 120.0, ceiling=50)) == 50
+    # a faster machine (half the cost per step) buys about twice the steps
+    fast = budget.plan_steps([c / 2 for c in costs], 60.0, 10_000)
+    assert sum(fast) == pytest.approx(2 * sum(counts) + 9, rel=0.1)
+
+
+def test_a_budget_too_short_names_the_option():
+    with pytest.raises(UserError, match="--time: 5 s is too short"):
+        budget.check_fits(-1.0, 2.0, 5)
+
+
+def test_a_run_keeps_to_its_budget(content_image, style_image):
+    """In process (no interpreter start-up to wait for): --time 10s plans more steps than fit at
+    a high ceiling, the deadline ends the last scale, and the run returns within the budget."""
+    import impasto
+    options = dict(size=64, precision="fp32", seed=1)
+    impasto.run("transfer", content_image, style_image, steps=1, **options)   # network built
+    t = time.perf_counter()
+    result = impasto.run("transfer", content_image, style_image, time="10s", steps=100_000,
+                         patience=100_000, **options)
+    wall = time.perf_counter() - t
+    assert result.outcome.stop_reason == "time"
+    assert wall < 10.0 * 1.1
+    assert 10.0 * 0.8 < wall                  # and uses it
+    assert result.config.time == "10s" and result.outcome.steps > 5
+
+
+def test_a_bad_budget_through_the_cli(run_cli, image_files):
+    proc = run_cli("transfer", image_files["content"], image_files["style"], "-o",
+                   image_files["out"] / "t.png", "--time", "soon")
+    assert proc.returncode == 2 and "--time: 'soon' is not a duration" in proc.stderr
