@@ -49,6 +49,7 @@ def run(task: str, content=None, style=None, *, callback=None, init_image=None, 
         raise UserError("video runs go through impasto.video.stylise (frames in, frames out)")
     if task not in TASKS:
         raise UserError(f"unknown task '{task}' (use one of {', '.join(TASKS)})")
+    api.check_callbacks(callback, cancel, name="callback")
     styles = [] if style is None else (list(style) if isinstance(style, (list, tuple)) else [style])
     job = api.prepare(api.Request(task, options, content=content, styles=styles,
                                   regions=regions, init=init_image))

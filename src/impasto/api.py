@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import config as config_mod, sources
+from . import config as config_mod, outputs, sources
 from .config import INITS, MAX_INPUT_PIXELS, Config
 from .errors import Cancelled, UserError
 
@@ -104,11 +104,41 @@ def make_config(task: str, options: dict) -> Config:
     return Config.for_task(task, **options)
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(name: str):
+    """The torch device ``name`` names, if impasto can run on it (torch also knows meta,
+    xla, vulkan ... devices, which this build of torch may not even support)."""
+    from . import tasks
+    device = tasks.resolve_device(name)
+    if device.type not in DEVICE_TYPES:
+        raise UserError(f"option --device: impasto does not run on '{device.type}' devices "
+                        "(use auto, cpu, cuda, cuda:N or mps)")
+    if device.type == "cuda" and device.index is not None:
+        import torch
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise UserError(f"option --device: {name} asked for, but there "
+                            f"{'is' if count == 1 else 'are'} {count} CUDA device"
+                            f"{'' if count == 1 else 's'} (cuda:0 to cuda:{count - 1})")
+    return device
+
+
+def check_weights_file(path) -> None:
+    """A --weights file: a regular file that can be read (a folder, FIFO or device is
+    refused without opening it). Its content is checked when the network is built."""
+    from . import image as imageio
+    imageio.check_input_file(path, "--weights", noun="a weights file")
+
+
 def check_network(cfg: Config, task: str) -> None:
     """The device, the precision, the layers and the network's weights, checked now."""
-    from . import backbones, precision, tasks
-    device = tasks.resolve_device(cfg.device)
+    from . import backbones, precision
+    device = check_device(cfg.device)
     precision.resolve(cfg.precision, device)
+    if cfg.weights:
+        check_weights_file(cfg.weights)
     resolved = cfg.with_model_layers()
     if task in config_mod.field_tasks("content_layers"):
         backbones.check_layers(cfg.model, resolved.content_layers, "content-layers")
@@ -120,10 +150,51 @@ def check_network(cfg: Config, task: str) -> None:
     backbones.check_available(cfg.model, cfg.weights)
 
 
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _path_like(value) -> bool:
+    import os
+    return isinstance(value, (str, os.PathLike)) and not isinstance(os.fspath(value), bytes)
+
+
+def check_request(request) -> None:
+    """The Request's own fields have the types it documents (a front end's mistake, or a
+    Python caller's, is one line too, never a traceback or a string taken apart)."""
+    if not isinstance(request, Request):
+        raise UserError(f"api.prepare takes an api.Request, got {type(request).__name__}")
+    if not isinstance(request.task, str):
+        raise UserError(f"Request.task: {request.task!r} is not a task name (use one of "
+                        f"{', '.join(config_mod.TASKS)})")
+    if not isinstance(request.options, dict):
+        raise UserError("Request.options: give a dict of option names and values, got "
+                        f"{type(request.options).__name__}")
+    for key in request.options:
+        if not isinstance(key, str):
+            raise UserError(f"Request.options: the option name {key!r} is not a string")
+    for name in ("styles", "region_styles"):
+        if not isinstance(getattr(request, name), (list, tuple)):
+            raise UserError(f"Request.{name}: give a list, got "
+                            f"{type(getattr(request, name)).__name__}")
+    for name, what in (("output", "-o"), ("from_record", "--from-record")):
+        value = getattr(request, name)
+        if value is not None and (not _path_like(value) or str(value) == ""):
+            raise UserError(f"{what}: give a file name, got {value!r}")
+    for name in ("overwrite", "plot"):
+        if not isinstance(getattr(request, name), bool):
+            raise UserError(f"Request.{name}: give True or False, got "
+                            f"{getattr(request, name)!r}")
+    if request.argv is not None and not (isinstance(request.argv, (list, tuple)) and all(
+            isinstance(a, str) for a in request.argv)):
+        raise UserError(f"Request.argv: give a list of strings or None, got {request.argv!r}")
+
+
 def check_run_options(request: Request) -> None:
-    if not isinstance(request.save_every, int) or request.save_every < 0:
+    check_request(request)
+    if not _whole(request.save_every) or request.save_every < 0:
         raise UserError(f"option --save-every: must be zero or more, got {request.save_every}")
-    if not isinstance(request.max_input_pixels, int) or request.max_input_pixels < 1:
+    if not _whole(request.max_input_pixels) or request.max_input_pixels < 1:
         raise UserError("option --max-input-pixels: must be a positive whole number, got "
                         f"{request.max_input_pixels}")
     if request.plot:
@@ -162,6 +233,17 @@ def _merge_record(request: Request):
     return merged, found
 
 
+def input_files(request: Request, cfg: Config, spec) -> dict:
+    """{role: path} of every file the run reads, which no output may be: the images, the
+    record it repeats and the weights file."""
+    files = spec.input_paths()
+    if request.from_record is not None:
+        files["record it repeats (--from-record)"] = Path(request.from_record)
+    if cfg.weights:
+        files["--weights file"] = Path(cfg.weights)
+    return files
+
+
 def prepare(request: Request, *, check_outputs: bool = True, cache: dict | None = None) -> "Job":
     """Every check of ``request``, its inputs decoded: a Job ready to run. Writes nothing.
 
@@ -174,10 +256,8 @@ def prepare(request: Request, *, check_outputs: bool = True, cache: dict | None 
     spec = sources.gather(request.task, cfg, found)
     output = Path(request.output) if request.output is not None else None
     if output is not None and check_outputs:
-        extra = [sources.snapshot_path(output, 1)] if request.save_every else []
-        if request.plot:
-            extra.append(sources.plot_path(output))
-        sources.check_output(output, spec.input_paths(), request.overwrite, extra)
+        extra = outputs.run_extras(output, request.save_every, cfg.steps, request.plot)
+        outputs.check_output(output, input_files(request, cfg, spec), request.overwrite, extra)
     loaded = sources.load(spec, cfg, request.max_input_pixels, cache)
     return Job(request.task, cfg, request, output, spec, loaded)
 
@@ -204,6 +284,7 @@ class Job:
         before its next step and keeps the best image so far, as Ctrl-C does. Stopped before
         its first step, it writes nothing and raises ``Cancelled``."""
         from . import image as imageio, tasks
+        check_callbacks(on_event, cancel)
         emit = on_event or (lambda e: None)
         loaded, request, output = self.loaded, self.request, self.output
         scales = []
@@ -220,7 +301,7 @@ class Job:
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,
                            scales[0] if scales else 1, s.image))
             if request.save_every and output is not None and s.step % request.save_every == 0:
-                imageio.save(s.image.clamp(0, 1).cpu(), sources.snapshot_path(output, s.step))
+                imageio.save(s.image.clamp(0, 1).cpu(), outputs.snapshot_path(output, s.step))
 
         result = tasks.run(self.task, self.cfg, loaded.content, loaded.styles,
                            init_image=loaded.init, callback=callback, regions=loaded.regions,
@@ -236,6 +317,17 @@ class Job:
         done = DoneEvent(result, output, record_path, record)
         emit(done)
         return done
+
+
+def check_callbacks(on_event=None, cancel=None, name: str = "on_event") -> None:
+    """``on_event`` is None or callable; ``cancel`` None or a flag with ``is_set()`` (such as
+    a threading.Event)."""
+    if on_event is not None and not callable(on_event):
+        raise UserError(f"{name}: give a function (it is called with each event), got "
+                        f"{type(on_event).__name__}")
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise UserError("cancel: give a threading.Event (anything with is_set()), got "
+                        f"{type(cancel).__name__}")
 
 
 def write_outputs(result, output: Path, inputs: dict, argv=None, plot=False, record_path=None):
@@ -255,7 +347,7 @@ def write_outputs(result, output: Path, inputs: dict, argv=None, plot=False, rec
     if plot:
         from . import figures
         figures.plot_history(result.history, loss_weights(rec["options"]),
-                             sources.plot_path(output), title=output.name)
+                             outputs.plot_path(output), title=output.name)
     return rec, record_path
 
 

@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import UserError
+from .errors import UserError, problems_error
 
 TASKS = ("transfer", "reconstruct", "texture", "video")
 
@@ -255,11 +255,15 @@ class Config:
                         f"({', '.join(lay)}): give one weight per layer")
                 if any(x < 0 for x in w):
                     bad(weights, "weights must be zero or more")
+                elif not math.isfinite(sum(w)):
+                    bad(weights, "weights too large: their sum is not a finite number")
         if self.style_blend is not None:
             if any(x < 0 for x in self.style_blend):
                 bad("style_blend", "weights must be zero or more")
             elif sum(self.style_blend) <= 0:
                 bad("style_blend", "at least one weight must be positive")
+            elif not math.isfinite(sum(self.style_blend)):
+                bad("style_blend", "weights too large: their sum is not a finite number")
         if self.preserve_color != "none" and self.color_from != "none":
             bad("color_from", "cannot be combined with --preserve-color (one takes the content's "
                 "colours, the other the style's)")
@@ -295,7 +299,7 @@ def _number_problem(value, whole: bool) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"{_show(value)} is not {kind}"
     if whole and not isinstance(value, int):
-        if math.isfinite(value) and value == int(value):
+        if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
             return f"{_show(value)} is a decimal number; give a whole number ({int(value)})"
         return f"{_show(value)} is not a whole number"
     try:
@@ -315,7 +319,7 @@ def type_problem(name: str, value) -> str | None:
     elif kind is str:
         choices = _field(name).metadata.get("choices") or (
             (*INITS[:-1], f"{INITS[-1]} or an image file") if name == "init" else None)
-        what = f"one of {', '.join(choices)}" if choices else None
+        what = f"one of {', '.join(choices)}" if choices else "a string"
     else:
         what = {int: "a whole number", float: "a number", bool: "true or false"}[kind]
     if value is None:
@@ -334,8 +338,13 @@ def type_problem(name: str, value) -> str | None:
     if kind is str:
         if isinstance(value, str):
             return None
-        return f"{_show(value)} is not a string" + (f"; give {what}" if what else "")
+        return f"{_show(value)} is not a string" + (f"; give {what}" if choices_or_init(name)
+                                                     else "")
     return _number_problem(value, whole=kind is int)
+
+
+def choices_or_init(name: str) -> bool:
+    return bool(_field(name).metadata.get("choices")) or name == "init"
 
 
 def type_problems(values) -> list[str]:
@@ -369,10 +378,7 @@ def options_error(lines) -> UserError:
     for line in lines:
         name, why = line.split(": ", 1)
         shown.append(f"option --{name.replace('_', '-')}: {why}")
-    if len(shown) == 1:
-        return UserError(shown[0])
-    return UserError(f"{len(shown)} problems with the options:\n" +
-                     "\n".join(f"  {s}" for s in shown))
+    return problems_error(shown, f"{len(shown)} problems with the options:")
 
 
 # Texture synthesis runs at a single scale by default: at a coarse scale the deep layers have

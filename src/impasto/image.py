@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from . import config
-from .errors import UserError
+from .errors import UserError, show_path
 
 # probe() is the size gate, with a limit the user can raise (--max-input-pixels) and a message
 # that says how; Pillow's own guard would fire first, at a fixed limit, with its own words.
@@ -55,12 +55,14 @@ def _kind(mode: int) -> str | None:
     return "not a regular file"
 
 
-def check_input_file(path, what: str = "image") -> Path:
+def check_input_file(path, what: str = "image", noun: str = "an image file") -> Path:
     """``path`` as a Path if it is a regular file this process may read; else one line.
 
     Nothing is opened: a FIFO would block the open, a device would be read forever."""
+    if str(path) == "":       # Path("") is ".", the current folder
+        raise UserError(f"{what}: the file name is empty ({show_path(path)}); give a file")
     path = Path(path)
-    label = f"{what} {path}"
+    label = f"{what} {show_path(path)}"
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -73,7 +75,7 @@ def check_input_file(path, what: str = "image") -> Path:
                         "permissions") from None
     kind = _kind(st.st_mode)
     if kind:
-        raise UserError(f"{label}: is {kind}, not an image file")
+        raise UserError(f"{label}: is {kind}, not {noun}")
     eff = os.access in os.supports_effective_ids
     if not os.access(path, os.R_OK, effective_ids=eff):
         raise UserError(f"{label}: cannot read it (permission denied); check its permissions")
@@ -101,7 +103,7 @@ def _opened(source, what):
     """(binary file object, label for messages) of a path, bytes or a file object."""
     if isinstance(source, (str, os.PathLike)):
         path = check_input_file(source, what)
-        label = f"{what} {path}"
+        label = f"{what} {show_path(path)}"
         with _open_regular(path, label) as fh:
             yield fh, label
     elif isinstance(source, (bytes, bytearray, memoryview)):
@@ -238,6 +240,7 @@ def to_rgb(im: Image.Image, peak=None) -> Image.Image:
     if im.mode.startswith("I") or im.mode == "F":
         peak = peak or _value_peak(im)
         arr = np.asarray(im, dtype=np.float64)   # a new array: the steps below work in place
+        np.nan_to_num(arr, copy=False, nan=0.0, posinf=peak, neginf=0.0)
         arr /= peak
         arr *= 255.0
         arr += 0.5
@@ -313,14 +316,15 @@ def input_peak_bytes(source, long_side=None, what: str = "image",
 
 # ----------------------------------------------------------------------------- tensors
 def to_tensor(image) -> torch.Tensor:
-    """PIL image, or a (3,H,W) / (1,3,H,W) tensor in [0,1], to a (1,3,H,W) float32 tensor."""
+    """PIL image, or a (3,H,W) / (1,3,H,W) tensor in [0,1] (uint8: 0-255), to a (1,3,H,W)
+    float32 tensor in [0,1]."""
     if isinstance(image, torch.Tensor):
         t = image.detach()
         if t.dim() == 3:
             t = t.unsqueeze(0)
         if t.dim() != 4 or t.shape[0] != 1 or t.shape[1] != 3:
             raise UserError(f"image tensor must have shape (3,H,W) or (1,3,H,W), got {tuple(image.shape)}")
-        return t.float()
+        return t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
     if isinstance(image, Image.Image):
         arr = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
         return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
@@ -371,8 +375,11 @@ def _writable_format(ext: str) -> str | None:
 def check_output(path, what: str = "-o") -> Path:
     """Fail now, with one line, if an image cannot be written at ``path`` by save(): the
     format is written for real to memory, and a file is created and removed in the folder."""
+    if str(path) == "":
+        raise UserError(f"{what}: the file name is empty ({show_path(path)}); give a file name "
+                        "such as out.png")
     path = Path(path)
-    label = f"{what} {path}"
+    label = f"{what} {show_path(path)}"
     parent = path.parent
     try:
         st = os.lstat(path)

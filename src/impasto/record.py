@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import config
-from .errors import UserError, closest
+from .errors import UserError, closest, problems_error
 from .image import atomic_write
 
 FORMAT = 1
@@ -233,6 +233,8 @@ def _parse(text: str, where: str):
                         f"{e.lineno} column {e.colno})") from None
     except RecursionError:
         raise UserError(f"{where}: not an impasto run record: JSON nested too deeply") from None
+    except ValueError as e:     # a number with more digits than Python converts (4300)
+        raise UserError(f"{where}: not an impasto run record: {str(e).split(';')[0]}") from None
 
 
 def _open_checked(path: Path, where: str, limit: int | None):
@@ -298,6 +300,9 @@ def _load(path: Path, where: str, png: bool):
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
+        if raw[:3] in (b"\xff\xd8\xff", b"GIF", b"II*", b"MM\x00") or raw[8:12] == b"WEBP":
+            raise UserError(f"{where}: is an image, not a run record: give the .json impasto "
+                            "wrote beside it (only a .png impasto wrote carries one)") from None
         raise UserError(f"{where}: not an impasto run record: not UTF-8 text") from None
     return _parse(text, where)
 
@@ -319,9 +324,7 @@ def read(path) -> dict:
     data = _load(path, where, png)
     lines = problems(data, png=png)
     if lines:
-        n = len(lines)
-        raise UserError(f"{where}: {n} problem{'s' if n > 1 else ''}:\n" +
-                        "\n".join(f"  {line}" for line in lines))
+        raise problems_error(lines, f"{where}: {len(lines)} problems:", prefix=f"{where}: ")
     base = Path(os.path.abspath(path)).parent
     inputs = {}
     for k, v in (data.get("inputs") or {}).items():

@@ -1,26 +1,28 @@
-"""A run's inputs and outputs, checked once for every front end.
+"""A run's inputs, checked once for every front end.
 
 ``gather`` says which sources a task needs (and refuses a missing or contradictory one),
-``check_output`` makes sure an output can really be written and never replaces an input or a
-file impasto did not write, and ``load`` decodes every input at no more than the size the run
-needs. The run API (``impasto.api``) calls them; the video and workbench front ends call the
-same functions for their own outputs.
+``check_source`` and ``check_regions`` check what Python hands in (images, tensors, region
+masks), and ``load`` decodes every input at no more than the size the run needs. The run API
+(``impasto.api``) calls them. Outputs are checked in ``impasto.outputs`` (its functions are
+named here too).
 """
 from __future__ import annotations
 
-import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import image as imageio, regions as regionsmod, safe_io
+from . import image as imageio, regions as regionsmod
 from .config import INITS, Config
-from .errors import UserError
-
-RECORD_LIMIT = 64 * 2**20      # a run record larger than this is not one of ours
+from .errors import UserError, show_path
+# where a run writes, checked in outputs.py; named here too, as the front ends know them
+from .outputs import (check_folder_writable, check_output, check_output_dir,  # noqa: F401
+                      plot_path, run_extras, snapshot_path, written_by_impasto)
 
 
 def is_path(source) -> bool:
-    return isinstance(source, (str, Path))
+    return isinstance(source, (str, os.PathLike))
 
 
 def parse_region_style(spec):
@@ -60,14 +62,6 @@ def layers_for_model(options: dict, given: dict) -> None:
         except UserError:
             options[name] = None
             options[name.replace("layers", "layer_weights")] = None
-
-
-def snapshot_path(output: Path, step: int) -> Path:
-    return output.with_name(f"{output.stem}_step{step:05d}{output.suffix}")
-
-
-def plot_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}_loss.png")
 
 
 # ----------------------------------------------------------------------------- what a run reads
@@ -158,83 +152,101 @@ def gather(task: str, cfg: Config, found: dict) -> Spec:
     init = found.get("init")
     if init is None and cfg.init not in INITS:
         init = cfg.init
-    regions = None if given_regions is None else [(m, list(ss), b) for m, ss, b in given_regions]
+    regions = None if given_regions is None else check_regions(given_regions)
     return Spec(task, content if task != "texture" else None,
                 styles if task != "reconstruct" else [], mask, specs, init, regions)
 
 
-# ----------------------------------------------------------------------------- outputs
-def written_by_impasto(output: Path, record: Path) -> bool:
-    """Whether ``record`` is an impasto run record of ``output`` (so both may be replaced)."""
+def _numbers_problem(values):
+    """Why ``values`` is not a list of finite numbers of zero or more, or None."""
+    if not isinstance(values, (list, tuple)):
+        return f"{type(values).__name__} is not a list of numbers"
+    for x in values:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) \
+                or x < 0:
+            return f"{x!r} is not a finite number of zero or more"
+    return None
+
+
+def check_mask_array(mask, name: str):
+    """A region's weight map from Python: a 2-D (H, W) tensor or array of finite weights in
+    [0, 1], with pixels. Returns it as a float tensor."""
+    import numpy as np
+    import torch
+    if not isinstance(mask, (torch.Tensor, np.ndarray)):
+        raise UserError(f"{name}: give a (H, W) tensor or array of weights in [0, 1], got "
+                        f"{type(mask).__name__} (a colour-coded mask image goes in mask=, "
+                        "with region_styles)")
+    shape = tuple(mask.shape)
+    if len(shape) != 2 or 0 in shape:
+        raise UserError(f"{name}: must have shape (H, W) with pixels, got {shape}")
     try:
-        if not record.is_file() or record.stat().st_size > RECORD_LIMIT:
-            return False
-        data = json.loads(record.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and "task" in data and "options" in data \
-        and data.get("output") == output.name
+        t = torch.as_tensor(mask).detach().float()
+    except (TypeError, RuntimeError) as e:
+        raise UserError(f"{name}: not numbers ({' '.join(str(e).split())})") from None
+    if not torch.isfinite(t).all() or t.min() < -1e-4 or t.max() > 1 + 1e-4:
+        raise UserError(f"{name}: weights must be finite and in [0, 1]")
+    return t
 
 
-def check_output(output: Path, inputs: dict, overwrite: bool, extra=(), record=None) -> Path:
-    """``output`` (an image file) and its record can be written, now: a real file is created and
-    removed in their folder, Pillow can write the format, neither is one of ``inputs``
-    ({role: path}), and neither replaces a file impasto did not write unless ``overwrite``.
-    ``extra`` are further files the run writes (snapshots, plots), checked against the
-    inputs."""
-    from . import record as records
-    output = Path(output)
-    record = Path(record) if record is not None else records.record_path(output)
-    outs = {"-o": output, "the run record": record}
-    outs.update({f"{p.name}": p for p in map(Path, extra)})
-    safe_io.refuse_overwriting_inputs(outs, inputs)
-    imageio.check_output(output)
-    if record.exists() and not record.is_file():
-        raise UserError(f"-o {output}: the run record's place {record} is taken by a folder or "
-                        "special file; move it or choose another output name")
-    ours = written_by_impasto(output, record)
-    if not overwrite and not ours:
-        if record.exists():
-            raise UserError(f"-o {output}: {record} exists and is not impasto's run record of "
-                            f"{output.name}; choose another output name, or add --overwrite "
-                            "to replace both")
-        if output.exists():
-            raise UserError(f"-o {output}: exists and impasto did not write it (no run record "
-                            "beside it); choose another output name, or add --overwrite")
-    return output
-
-
-def check_folder_writable(folder: Path, label: str) -> None:
-    """A file can really be created, written and removed in ``folder`` (a read-only file
-    system, a permission or a full disk fail now, with one line)."""
-    import os
-    import tempfile
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".impasto.", suffix=".part", dir=folder)
-        try:
-            os.write(fd, bytes(4096))
-        finally:
-            os.close(fd)
-            os.unlink(tmp)
-    except OSError as e:
-        raise UserError(f"{label}: cannot write to folder {folder} ({e.strerror})") from None
-
-
-def check_output_dir(path, inputs: dict) -> Path:
-    """A folder for many outputs (a sweep, a batch): its parent exists and is writable, it is
-    not a file and not one of the inputs. Creates nothing."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"-o {out}: is a file; give a folder for the results")
-    if not out.exists():
-        parent = out.parent
-        if not parent.is_dir():
-            raise UserError(f"-o {out}: folder {parent} does not exist (create it first)")
-        check_folder_writable(parent, f"-o {out}")
-    else:
-        check_folder_writable(out, f"-o {out}")
-    safe_io.refuse_overwriting_inputs({"-o": out}, inputs)
+def check_regions(given) -> list:
+    """Regions from Python, each (mask, [style images], blend), checked: the mask a (H, W)
+    weight map (``check_mask_array``), the styles a list, the blend None or one weight of zero
+    or more per style."""
+    out = []
+    for i, (mask, styles, blend) in enumerate(given):
+        name = f"regions[{i}]"
+        if not isinstance(styles, (list, tuple)):
+            raise UserError(f"{name}: the styles must be a list of images (empty: keep the "
+                            f"content there), got {type(styles).__name__}")
+        mask = check_mask_array(mask, f"{name} mask")
+        if blend is not None:
+            why = _numbers_problem(blend)
+            if why is None and len(blend) != len(styles):
+                why = f"gives {len(blend)} weights for {len(styles)} style images"
+            if why is None and styles and not sum(blend) > 0:
+                why = "needs at least one positive weight"
+            if why:
+                raise UserError(f"{name} blend: {why}; give None or one weight per style image")
+        out.append((mask, list(styles), None if blend is None else list(blend)))
     return out
+
+
+def check_source(source, role: str) -> None:
+    """A source of any kind, checked before it is used: a path, bytes or a binary file object
+    (decoded later, with their own checks), a PIL image with pixels, or an image tensor of
+    shape (3, H, W) or (1, 3, H, W) with pixels and finite values in [0, 1] (uint8: 0-255)."""
+    if is_path(source) or isinstance(source, (bytes, bytearray, memoryview)) \
+            or hasattr(source, "read"):
+        return
+    import torch
+    from PIL import Image
+    if isinstance(source, Image.Image):
+        if 0 in source.size:
+            raise UserError(f"{role}: the image has no pixels ({source.width}x{source.height})")
+        return
+    if not isinstance(source, torch.Tensor):
+        raise UserError(f"{role}: expected a file path, bytes, a PIL image or an image tensor, "
+                        f"got {type(source).__name__}")
+    shape = tuple(source.shape)
+    if not ((len(shape) == 3 and shape[0] == 3) or (len(shape) == 4 and shape[:2] == (1, 3))):
+        raise UserError(f"{role}: an image tensor has shape (3, H, W) or (1, 3, H, W), got {shape}")
+    if 0 in shape:
+        raise UserError(f"{role}: the image tensor has no pixels (shape {shape})")
+    if source.device.type == "meta":
+        raise UserError(f"{role}: a meta tensor holds no pixel values")
+    if source.dtype == torch.uint8:
+        return
+    if not source.is_floating_point():
+        raise UserError(f"{role}: a {source.dtype} tensor is not an image; give float values in "
+                        "[0, 1] (or uint8 values in 0-255)")
+    t = source.detach()
+    if not torch.isfinite(t).all():
+        raise UserError(f"{role}: the image tensor has NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -0.01 or hi > 1.01:
+        raise UserError(f"{role}: the image tensor's values run from {lo:.4g} to {hi:.4g}; give "
+                        "values in [0, 1] (divide 8-bit values by 255, or pass a uint8 tensor)")
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -251,7 +263,18 @@ class Loaded:
 
 def _decode(source, long_side, role, max_pixels, cache):
     """A source as a PIL image (or a tensor, kept), decoded at no more than ``long_side``."""
-    if not (is_path(source) or isinstance(source, (bytes, bytearray))):
+    check_source(source, role)
+    if hasattr(source, "read") and not is_path(source):   # a file object: its bytes, once
+        seekable = getattr(source, "seekable", lambda: False)()
+        pos = source.tell() if seekable else None
+        data = source.read()
+        if seekable:
+            source.seek(pos)
+        if not isinstance(data, (bytes, bytearray)):
+            raise UserError(f"{role}: the file object gives {type(data).__name__}, not bytes "
+                            "(open the file in binary mode, 'rb')")
+        source = bytes(data)
+    if not (is_path(source) or isinstance(source, (bytes, bytearray, memoryview))):
         return source, 0.0
     key = (str(source) if is_path(source) else id(source), long_side)
     if cache is not None and key in cache:
@@ -294,12 +317,15 @@ def load(spec: Spec, cfg: Config, max_pixels: int, cache: dict | None = None) ->
     if spec.regions is not None:
         regions = [(m, [get(s, style_side, f"style of region {i + 1}") for s in ss], b)
                    for i, (m, ss, b) in enumerate(spec.regions)]
+        if content is not None:
+            for i, (m, _, _) in enumerate(regions):
+                regionsmod.check_aspect((m.shape[-1], m.shape[-2]), _wh(content),
+                                        f"regions[{i}] mask")
     if spec.mask is not None:
         mask_img = get(spec.mask, cfg.size, "mask")
-        if is_path(spec.mask):
-            name = str(spec.mask)
-        else:
-            name = "mask"
+        if not hasattr(mask_img, "getbbox"):       # a tensor: the colours as an image
+            mask_img = imageio.to_pil(imageio.to_tensor(mask_img))
+        name = show_path(spec.mask) if is_path(spec.mask) else "mask"
         regionsmod.check_aspect(mask_img.size, _wh(content), name)
         colours = region_colours(spec.region_styles)
         masks = regionsmod.masks_from_image(mask_img, colours, name)

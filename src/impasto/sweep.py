@@ -70,7 +70,7 @@ def convert(f, text: str):
             return [float(x) for x in items] if weights else items
         if ftype is int:
             v = float(text)
-            if v != int(v):
+            if not math.isfinite(v) or v != int(v):
                 raise ValueError
             return int(v)
         if ftype is float:
@@ -206,24 +206,53 @@ def prepare(cells: list[Cell], sources: dict, outdir: Path, *, plot=False,
     return jobs
 
 
-def check_outputs(jobs: list, outdir: Path, overwrite: bool) -> None:
-    """No cell's image or record is one of the inputs, and (in an existing folder) none
-    replaces a file impasto did not write unless ``overwrite``."""
-    from . import record as records, safe_io, sources as sourcesmod
+def check_outputs(jobs: list, outdir: Path, overwrite: bool, summaries=(), kind="sweep") -> None:
+    """No cell's image, record or loss plot is one of the inputs, and (in an existing folder)
+    none replaces a file impasto did not write unless ``overwrite``. The same for the
+    ``summaries`` (file names in ``outdir``: the figures, results.csv, ``kind``.json): an
+    existing one is replaced only when the folder is impasto's (its ``kind``.json says so)."""
+    from . import api, outputs, record as records, safe_io
+    inputs = {}
     for job in jobs:
-        inputs = job.spec.input_paths()
+        files = api.input_files(job.request, job.cfg, job.spec)
+        inputs.update(files)
+        extra = outputs.run_extras(job.output, job.request.save_every, job.cfg.steps,
+                                   job.request.plot)
         if outdir.is_dir():
-            sourcesmod.check_output(job.output, inputs, overwrite)
+            outputs.check_output(job.output, files, overwrite, extra)
         else:
             safe_io.refuse_overwriting_inputs(
-                {"-o": job.output, "the run record": records.record_path(job.output)}, inputs)
+                {"-o": job.output, "the run record": records.record_path(job.output),
+                 **{label: p for label, p in extra}}, files)
+    ours = folder_is_ours(outdir, kind)
+    for name in summaries:
+        path = outdir / name
+        safe_io.refuse_overwriting_inputs({f"the {kind}'s": path}, inputs)
+        taken = outputs._taken_by(path)
+        if taken:
+            raise UserError(f"-o {outdir}: {name} is {taken}; impasto replaces only a regular "
+                            "file (move it or choose another folder)")
+        if path.exists() and not ours and not overwrite:
+            raise UserError(f"-o {outdir}: {name} exists and impasto did not write it (the "
+                            f"folder has no {kind}.json of impasto's); choose another folder, "
+                            "or add --overwrite")
+
+
+def folder_is_ours(outdir: Path, kind: str) -> bool:
+    """Whether ``outdir``/``kind``.json is the note an earlier impasto ``kind`` left there."""
+    data = _read_record(outdir / f"{kind}.json")
+    command = data.get("command") if isinstance(data, dict) else None
+    return isinstance(command, list) and command[:2] == ["impasto", kind] \
+        and isinstance(data.get("seed"), int)
 
 
 def _read_record(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+        if path.is_file() and path.stat().st_size <= 64 * 2**20:
+            return json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        pass
+    return None
 
 
 def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path) -> bool:
@@ -231,7 +260,8 @@ def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path) -> bool:
     with these options on these inputs (a record from other options is run again)."""
     from . import record as records
     image, rec = outdir / f"{cell.stem}{EXT}", _read_record(outdir / f"{cell.stem}.json")
-    if not image.is_file() or not isinstance(rec, dict):
+    if not image.is_file() or not isinstance(rec, dict) or not all(
+            isinstance(rec.get(k, {}), dict) for k in ("result", "options", "timings")):
         return False
     same_inputs = rec.get("inputs") == {k: records._rel_input(k, v, outdir)
                                          for k, v in inputs.items()}
@@ -294,7 +324,7 @@ def csv_text(cells: list[Cell], varies: list | None = None) -> str:
     for c in cells:
         rec = c.record or {}
         res = rec.get("result") or {}
-        terms = res.get("terms") or {}
+        terms = res.get("terms") if isinstance(res.get("terms"), dict) else {}
         vals = []
         for n in names:
             v = c.options.get(n)
@@ -308,7 +338,7 @@ def csv_text(cells: list[Cell], varies: list | None = None) -> str:
 
 
 def _num(x):
-    return "" if x is None else f"{x:.6g}"
+    return f"{x:.6g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else ""
 
 
 def load_image(cell: Cell, outdir: Path):
@@ -326,9 +356,9 @@ def tile_lines(cell: Cell) -> tuple:
     res = rec.get("result") or {}
     secs = (rec.get("timings") or {}).get("total_s")
     facts = []
-    if res.get("loss") is not None and math.isfinite(res["loss"]):
+    if isinstance(res.get("loss"), (int, float)) and math.isfinite(res["loss"]):
         facts.append(f"loss {res['loss']:.3g}")
-    if secs is not None:
+    if isinstance(secs, (int, float)) and math.isfinite(secs):
         facts.append(f"{secs:.0f} s")
     if cell.status == "interrupted":
         facts.append("interrupted")

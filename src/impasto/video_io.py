@@ -169,6 +169,9 @@ def _frames_source(spec, files, fps, start, duration):
 # ----------------------------------------------------------------------------- output
 def output_kind(path) -> str:
     """'movie', 'gif' or 'folder' for an output path; UserError when it cannot be written."""
+    if str(path) == "":
+        raise UserError("-o: the output name is empty; give a video file (.mp4, .gif, ...) or a "
+                        "new folder name")
     p = Path(path)
     ext = p.suffix.lower()
     parent = p.parent if str(p.parent) else Path(".")

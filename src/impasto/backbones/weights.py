@@ -140,8 +140,13 @@ def _torch_load(path) -> dict:
     except Exception:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(f"{path}: cannot read weights file, is it a torch.save file? ({e})") from None
+        except Exception as e:   # torch's own text runs to many lines: keep what it found
+            text = str(e)
+            if "WeightsUnpickler error:" in text:   # the rest is advice for trusted files
+                text = text.split("WeightsUnpickler error:", 1)[1].split("Check the doc")[0]
+            why = " ".join(text.split()) or type(e).__name__
+            raise UserError(f"{path}: cannot read weights file, is it a torch.save file? "
+                            f"({why})") from None
 
 
 def load_bundled() -> tuple[dict, str]:

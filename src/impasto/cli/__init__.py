@@ -87,22 +87,38 @@ def main(argv=None) -> int:
         try:
             return _dispatch(argv, interrupt)
         except UserError as e:
-            print(f"impasto: error: {e}", file=sys.stderr)
+            print("impasto: error: " + "\n".join(e.lines()), file=sys.stderr)
             return EXIT_USER_ERROR
         except MemoryError:
             print("impasto: error: out of memory: use a smaller --size", file=sys.stderr)
             return EXIT_USER_ERROR
         except RuntimeError as e:
-            if "out of memory" in str(e).lower():
-                print("impasto: error: out of memory on the device: use a smaller --size or "
-                      "--device cpu", file=sys.stderr)
+            text = str(e).lower()
+            if "out of memory" in text or "can't allocate memory" in text:
+                where = "on the device" if "cuda" in text or "mps" in text else "(RAM)"
+                print(f"impasto: error: out of memory {where}: use a smaller --size (or "
+                      "--style-scale), or another --device", file=sys.stderr)
                 return EXIT_USER_ERROR
             raise
+        except BrokenPipeError:       # the reader went away (impasto options | head)
+            _quiet_stdout()
+            return 0
     except (KeyboardInterrupt, Cancelled):
         print("impasto: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         interrupt.armed = False
+
+
+def _quiet_stdout():
+    """After a broken pipe, send what is left for stdout nowhere, so that flushing it at
+    exit does not fail again."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def __getattr__(name):

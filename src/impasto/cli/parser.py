@@ -8,7 +8,7 @@ import typing
 
 from .. import api, backbones, config as config_mod
 from ..config import EXPLORE_DEFAULTS, TASKS, Config
-from ..errors import UserError
+from ..errors import UserError, printable
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -31,7 +31,8 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage mistake as one line (and exit status 2)."""
 
     def error(self, message):
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {printable(message)} (see "
+                  f"'{self.prog} --help')\n")
 
 
 def _is_weight_list(name):

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from .. import (api, image as imageio, record as records, regions, safe_io, sources, video,
-               video_io)
+from .. import (api, image as imageio, outputs, record as records, regions, safe_io, sources,
+               video, video_io)
 from ..errors import UserError
 from ..tasks import new_seed
 from .parser import EXIT_INTERRUPTED, options_from_args
@@ -60,7 +60,11 @@ class WorkFolder:
         if self.state_path.is_file():
             try:
                 old = json.loads(self.state_path.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
+                old = None
+            if not (isinstance(old, dict) and isinstance(old.get("frames"), dict)
+                    and all(isinstance(k, str) and k.isdigit() and isinstance(v, dict)
+                            for k, v in old["frames"].items())):
                 old = None
         if self.path.exists() and old is not None and old.get("key") == key and not restart:
             self.state = old
@@ -136,26 +140,48 @@ def _load_regions(args, cfg, source, styles_given, max_pixels):
             "mask_path": mask_video, "kind": "mask_video"}
 
 
-def _check_output(output: Path, kind: str, record: Path, inputs: dict, overwrite: bool):
-    """The video's output and record: never an input, never a file impasto did not write
-    (unless ``overwrite``), in a folder that can really be written."""
+ROLES = {"input": "input video", "styles": "style image", "first_mask": "first mask",
+         "mask_video": "mask video"}
+
+
+def _check_output(output: Path, kind: str, record: Path, inputs: dict, overwrite: bool,
+                  plot: bool = False, weights=None):
+    """The video's output, record, work folder and plot: never an input, never a file
+    impasto did not write (unless ``overwrite``), in a folder that can really be written."""
     paths = {}
     for key, value in inputs.items():
+        role = ROLES.get(key, key)
         if key == "region_styles":
             paths.update({f"style of region {c}": Path(p) for c, p in value if p})
         elif isinstance(value, list):
-            paths.update({f"{key} {i + 1}": Path(p) for i, p in enumerate(value)})
+            paths.update({(f"{role} {i + 1}" if len(value) > 1 else role): Path(p)
+                          for i, p in enumerate(value)})
         elif value:
-            paths[key] = Path(value)
-    safe_io.refuse_overwriting_inputs({"-o": output, "the run record": record}, paths)
+            paths[role] = Path(value)
+    if weights:
+        paths["--weights file"] = Path(weights)
+    work = WorkFolder(output).path
+    plot_path = output.parent / f"{output.stem}_loss.png"
+    safe_io.refuse_overwriting_inputs({"-o": output, "the run record": record,
+                                       "the work folder": work,
+                                       **({"--plot": plot_path} if plot else {})}, paths)
+    if work.exists() and (work.is_symlink() or not work.is_dir()):
+        raise UserError(f"-o {output}: its work folder's place {work} is taken by a file or "
+                        "link; move it or choose another output name")
+    if plot:
+        imageio.check_output(plot_path, "--plot")
+        if plot_path.exists() and not overwrite and not outputs.written_by_impasto(output,
+                                                                                  record):
+            raise UserError(f"--plot {plot_path}: exists and impasto did not write it; move "
+                            "it, choose another output name, or add --overwrite")
     parent = output.parent
     if not parent.is_dir():
         raise UserError(f"-o {output}: folder {parent} does not exist (create it first)")
-    sources.check_folder_writable(parent, f"-o {output}")
+    outputs.check_folder_writable(parent, f"-o {output}")
     if record.exists() and not record.is_file():
         raise UserError(f"-o {output}: the run record's place {record} is taken by a folder; "
                         "move it or choose another output name")
-    if not overwrite and not sources.written_by_impasto(output, record):
+    if not overwrite and not outputs.written_by_impasto(output, record):
         if record.exists():
             raise UserError(f"-o {output}: {record} exists and is not impasto's run record of "
                             f"{output.name}; choose another output name, or add --overwrite")
@@ -177,7 +203,7 @@ def run(args, argv, interrupt=None) -> int:
     if args.plot:
         from .. import figures
         figures.require_plotting()
-    kind = video_io.output_kind(output)
+    kind = video_io.output_kind(args.output)
     for path, role in ((args.input, "input video"), (args.mask_video, "mask video")):
         if path and Path(path).exists() and not Path(path).is_dir():
             imageio.check_input_file(path, role)      # a FIFO or device is never opened
@@ -196,7 +222,7 @@ def run(args, argv, interrupt=None) -> int:
         inputs["region_styles"] = [[c, p] for c, p in regions["specs"]]
     rec_path = output.parent / (output.name + ".json") if kind == "folder" else \
         records.record_path(output)
-    _check_output(output, kind, rec_path, inputs, args.overwrite)
+    _check_output(output, kind, rec_path, inputs, args.overwrite, args.plot, cfg.weights)
 
     work = WorkFolder(output)
     seed = cfg.seed if cfg.seed is not None else new_seed()

@@ -13,9 +13,16 @@ from .parser import EXIT_INTERRUPTED, options_from_args
 from .progress import Progress
 
 
+MAX_THUMB = 2048     # a 10 x 10 sweep's contact sheet at this tile is already 1.2 GB of pixels
+SUMMARIES = {"sweep": ("sweep.json", "results.csv", "contact_sheet.png", "losses.png"),
+             "explore": ("explore.json", "results.csv", "losses.png", "reconstructions.png",
+                         "textures.png")}
+
+
 def _check_tile(args):
-    if args.thumb < 16:
-        raise UserError(f"option --thumb: must be at least 16 pixels, got {args.thumb}")
+    if not 16 <= args.thumb <= MAX_THUMB:
+        raise UserError(f"option --thumb: must be between 16 and {MAX_THUMB} pixels, got "
+                        f"{args.thumb}")
     if args.plot:
         from .. import figures
         figures.require_plotting()
@@ -31,7 +38,7 @@ def _seed(outdir: Path, options: dict, kind: str) -> int:
         seed = json.loads((outdir / f"{kind}.json").read_text())["seed"]
         if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63:
             return seed
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         pass
     return new_seed()
 
@@ -74,7 +81,7 @@ class _CellProgress(Progress):
 
 def _run(kind, cells, jobs, outdir, seed, args, argv, interrupt):
     """Check the outputs, create the folder, run every cell, write the summaries."""
-    sweep.check_outputs(jobs, outdir, args.overwrite)
+    sweep.check_outputs(jobs, outdir, args.overwrite, SUMMARIES[kind], kind)
     _open_folder(outdir, seed, kind, argv)
     complete = False
     try:
@@ -101,7 +108,7 @@ def _finish(kind, cells, outdir, written, complete):
 
 
 def run_sweep(args, argv, interrupt=None) -> int:
-    from .. import sources
+    from .. import outputs
     task = args.sweep_task
     wanted = {"transfer": "CONTENT STYLE [STYLE ...]", "reconstruct": "CONTENT",
               "texture": "STYLE"}[task]
@@ -116,7 +123,7 @@ def run_sweep(args, argv, interrupt=None) -> int:
             if k in sweep.known_fields(task)}
     content = args.inputs[0] if task != "texture" else None
     styles = args.inputs[1:] if task == "transfer" else (args.inputs if task == "texture" else [])
-    outdir = sources.check_output_dir(args.output, {f"input {p}": Path(p) for p in args.inputs})
+    outdir = outputs.check_output_dir(args.output, {f"input {p}": Path(p) for p in args.inputs})
     prefix = "_".join(sweep.slug(p) for p in args.inputs)
     cells = sweep.sweep_cells(task, base, varies, prefix)
     jobs = sweep.prepare(cells, {task: (content, styles)}, outdir, plot=args.plot,
@@ -135,13 +142,16 @@ def run_sweep(args, argv, interrupt=None) -> int:
 
 
 def run_explore(args, argv, interrupt=None) -> int:
-    from .. import image as imageio, sources
+    from .. import image as imageio, outputs
     _check_tile(args)
     options = {**EXPLORE_DEFAULTS, **options_from_args(args, "transfer")}
     model = Config.for_task("transfer", **options).model    # the options' errors first
     layers = args.layers or explore.blocks(model)
     backbones.check_layers(model, layers, "layers")
-    outdir = sources.check_output_dir(args.output, {"content image": Path(args.content),
+    twice = sorted({n for n in layers if layers.count(n) > 1})
+    if twice:
+        raise UserError(f"option --layers: {', '.join(twice)} given twice; give each layer once")
+    outdir = outputs.check_output_dir(args.output, {"content image": Path(args.content),
                                                     "style image": Path(args.style)})
     recon, textures = explore.cells(options, layers)
     cells = recon + textures
