@@ -10,7 +10,9 @@ and the last scale stops at the deadline whatever the plan said.
 """
 from __future__ import annotations
 
+import os
 import re
+import time
 
 from .errors import UserError
 
@@ -74,3 +76,16 @@ def check_fits(seconds_left: float, finest_cost: float, budget: float) -> None:
         raise UserError(f"option --time: {budget:g} s is too short for this run: one step at "
                         f"full size takes about {finest_cost:.1f} s on this machine, and {left} "
                         "left after start-up; give more --time or a smaller --size")
+
+
+def process_start() -> float:
+    """When this process started, as a ``time.perf_counter()`` value (a --time budget counts
+    the interpreter's and torch's start-up too); now, where /proc cannot say."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return time.perf_counter() - max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter()

@@ -7,11 +7,9 @@ during start-up (importing torch takes seconds) also ends with one line.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
-import time
 
 from ..errors import Cancelled, UserError
 
@@ -65,19 +63,6 @@ def _dispatch(argv, interrupt) -> int:
         return video.run(args, argv, interrupt)
     from . import single
     return single.run(args, argv, interrupt)
-
-
-def process_start() -> float:
-    """When this process started, as a ``time.perf_counter()`` value (a --time budget counts
-    the interpreter's and torch's start-up too); now, where /proc cannot say."""
-    try:
-        with open("/proc/self/stat") as fh:
-            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as fh:
-            uptime = float(fh.read().split()[0])
-        return time.perf_counter() - max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return time.perf_counter()
 
 
 def main(argv=None) -> int:

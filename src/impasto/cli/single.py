@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from .. import api
-from . import process_start
+from ..budget import process_start
 from .parser import EXIT_INTERRUPTED, options_from_args
 from .progress import Progress, print_plan
 
