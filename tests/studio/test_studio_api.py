@@ -140,7 +140,7 @@ def test_preview_while_running_then_stop_keeps_the_best_image(client, pair):
         r = client.get(f"/api/runs/{run['id']}/preview")
         if r.status_code == 200:
             break
-        assert r.status_code == 404 and "no image yet" in r.json()["error"]
+        assert r.status_code == 204 and r.headers["x-impasto-state"] in ("queued", "running")
         assert time.time() < deadline
         time.sleep(0.2)
     assert r.headers["content-type"] == "image/jpeg" and int(r.headers["x-impasto-step"]) >= 1
@@ -158,10 +158,17 @@ def test_preview_while_running_then_stop_keeps_the_best_image(client, pair):
     assert again.status_code == 200 and again.json()["state"] == "stopped"
 
 
-def test_time_limit_stops_the_run(client, pair):
+def test_time_limit_and_a_colour_preview_with_preserve_color_luminance(client, pair):
     content, style = pair
-    run = start(client, {"content": content["id"], "styles": [style["id"]],
-                         "options": {**FAST, "steps": 100000}, "time_limit": 4})
+    run = start(client, {"content": content["id"], "styles": [style["id"]], "time_limit": 4,
+                         "options": {**FAST, "steps": 100000, "preserve_color": "luminance"}})
+    while (r := client.get(f"/api/runs/{run['id']}/preview")).status_code != 200:
+        assert r.status_code == 204
+    # the run paints the luminance; the preview shows it in the content's colours, as the
+    # result will be
+    im = Image.open(io.BytesIO(r.content)).convert("RGB")
+    spread = max(max(px) - min(px) for px in im.getdata())
+    assert spread > 40, "a grey preview"
     done = follow(client, run["id"])[-1]
     assert done["state"] == "stopped" and done["stopped_by"] == "time limit"
     rec = client.get(done["record"]).json()

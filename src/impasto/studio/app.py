@@ -50,7 +50,7 @@ ENDPOINTS = [
     ("GET", "/api/runs", "this session's runs, queued and running first"),
     ("GET", "/api/runs/ID", "one run (live, or from its record)"),
     ("GET", "/api/runs/ID/events?after=N", "its events as Server-Sent Events"),
-    ("GET", "/api/runs/ID/preview", "its current image, as JPEG"),
+    ("GET", "/api/runs/ID/preview", "its current image, as JPEG (204 before the first step)"),
     ("GET", "/api/runs/ID/image", "its PNG (?download=1 to save it)"),
     ("GET", "/api/runs/ID/record", "its run record (JSON)"),
     ("GET", "/api/runs/ID/thumb", "a small JPEG of its image"),
@@ -173,6 +173,8 @@ def create_app(data_dir, *, examples_dir=None, host="127.0.0.1", port=8765, toke
     async def view(ref, path):
         if ref not in studio.views:
             studio.views[ref] = await run_in_threadpool(view_jpeg, path, max_input_pixels)
+            while len(studio.views) > 64:                     # the oldest go first
+                studio.views.pop(next(iter(studio.views)))
         return Response(studio.views[ref], media_type="image/jpeg",
                         headers={"cache-control": "private, max-age=3600"})
 
@@ -277,8 +279,9 @@ def create_app(data_dir, *, examples_dir=None, host="127.0.0.1", port=8765, toke
         if run is None:
             return missing(run_id)
         got = await run_in_threadpool(run.preview.take, 5.0)
-        if got is None:
-            return error(404, f"run {run_id} has no image yet ({run.state})")
+        if got is None:           # queued, or before its first step: ask again later
+            return Response(status_code=204, headers={"cache-control": "no-store",
+                                                      "x-impasto-state": run.state})
         step, jpeg = got
         return Response(jpeg, media_type="image/jpeg",
                         headers={"cache-control": "no-store", "x-impasto-step": str(step)})

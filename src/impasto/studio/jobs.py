@@ -39,6 +39,7 @@ class Preview:
         self.jpeg: Optional[bytes] = None
         self.jpeg_serial = -1
         self.ended = False
+        self.finish = None             # image -> image as the run will write it (colour)
 
     def offer(self, step: int, image) -> None:
         """Called by the worker after every step: copies the image if a client wants one."""
@@ -68,8 +69,24 @@ class Preview:
             if self.image is None:
                 return None
             if self.jpeg_serial != self.serial:
-                self.jpeg, self.jpeg_serial = encode_jpeg(self.image), self.serial
+                image = self.finish(self.image) if self.finish else self.image
+                self.jpeg, self.jpeg_serial = encode_jpeg(image), self.serial
             return self.step, self.jpeg
+
+
+def with_content_colour(content):
+    """With --preserve-color luminance the run paints the luminance alone and takes the
+    content's colour at the end; a preview gets that colour now, as the result will."""
+    from .. import color, image as imageio
+    source, sized = imageio.to_tensor(content), {}
+
+    def finish(t):
+        hw = tuple(t.shape[-2:])
+        if hw not in sized:
+            sized.clear()
+            sized[hw] = imageio.resize(source, hw)
+        return color.combine_luminance(t, sized[hw])
+    return finish
 
 
 def encode_jpeg(t, quality: int = 85) -> bytes:
@@ -127,6 +144,10 @@ class Run:
                          "peak_bytes": e.peak_bytes, "seconds": e.seconds,
                          "available_bytes": e.available_bytes}
             self.eta = Eta(e.schedule)
+            job = self.job
+            if job is not None and job.cfg.preserve_color == "luminance" \
+                    and job.loaded.content is not None:
+                self.preview.finish = with_content_colour(job.loaded.content)
             self.emit(dict(self.plan))
             if self.spec.time_limit:       # the limit counts the painting, not the start-up
                 self.timer = threading.Timer(self.spec.time_limit, self.stop, args=("time limit",))

@@ -36,8 +36,9 @@ function title(e) {
 function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
 
 export class Gallery {
-  constructor({ api, defaults, onLoad, onError }) {
-    this.api = api; this.defaults = defaults; this.onLoad = onLoad; this.onError = onError;
+  // isDefault(name, value, options): true or false, or null for an option the page does not show
+  constructor({ api, isDefault, onLoad, onError }) {
+    this.api = api; this.isDefault = isDefault; this.onLoad = onLoad; this.onError = onError;
     this.entries = []; this.picked = [];
     $("compare").addEventListener("click", () => this.compare());
   }
@@ -80,7 +81,8 @@ export class Gallery {
   }
 
   optionRows(options) {
-    const rows = Object.entries(options).map(([k, v]) => ({ k, v, changed: !(k in this.defaults) || !same(this.defaults[k], v) }));
+    const rows = Object.entries(options).filter(([k, v]) => this.isDefault(k, v, options) !== null)
+      .map(([k, v]) => ({ k, v, changed: !this.isDefault(k, v, options) }));
     rows.sort((a, b) => b.changed - a.changed);
     return el("table", { class: "opts" }, rows.map(r => el("tr", { class: r.changed ? "changed" : "" }, el("td", {}, r.k), el("td", {}, show(r.v)))));
   }
@@ -117,7 +119,8 @@ export class Gallery {
   compare() {
     const [a, b] = this.picked.map(id => this.entries.find(e => e.id === id));
     if (!a || !b) return;
-    const keys = [...new Set([...Object.keys(a.options), ...Object.keys(b.options)])].filter(k => !same(a.options[k], b.options[k]));
+    const keys = [...new Set([...Object.keys(a.options), ...Object.keys(b.options)])]
+      .filter(k => !same(a.options[k], b.options[k]) && this.isDefault(k, a.options[k], a.options) !== null);
     const row = (k, x, y) => el("tr", { class: "changed" }, el("td", {}, k), el("td", {}, show(x)), el("td", {}, show(y)));
     const body = el("div", {},
       el("div", { class: "compare" },
@@ -128,8 +131,8 @@ export class Gallery {
         el("tr", {}, el("td", {}, ""), el("td", {}, "left"), el("td", {}, "right")),
         keys.map(k => row(k, a.options[k], b.options[k])),
         row("inputs", title(a), title(b)),
-        row("loss", a.result.loss, b.result.loss), row("steps", a.result.steps, b.result.steps),
-        row("seconds", a.timings.total_s, b.timings.total_s)));
+        row("final loss", a.result.loss, b.result.loss), row("steps taken", a.result.steps, b.result.steps),
+        row("time", secs(a.timings.total_s), secs(b.timings.total_s))));
     $("compare-body").replaceChildren(body);
     $("compare-dialog").showModal();
   }

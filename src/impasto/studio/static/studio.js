@@ -95,6 +95,15 @@ function markChanged(name) {
   input.classList.toggle("changed", JSON.stringify(value(name)) !== JSON.stringify(f.default));
 }
 
+// whether a run's option is the default (a model's own layers count as the default); null for
+// an option the page does not show (another task's, or one the studio sets itself)
+function isDefault(name, v, options) {
+  if (!(name in state.defaults)) return name === "style_blend" ? v === null : null;
+  const layers = state.schema.model_layers[options.model || state.defaults.model] || {};
+  if (name in layers && JSON.stringify(v) === JSON.stringify(layers[name])) return true;
+  return JSON.stringify(v) === JSON.stringify(state.defaults[name]);
+}
+
 // only the options that differ from the defaults are sent, as the command line does
 function readOptions() {
   const out = {};
@@ -235,7 +244,7 @@ async function stop(id) {
 }
 
 // the shown run's (or a history run's) images and options back in the controls
-async function loadRequest({ content, styles = [], options = {}, mask = null, region_styles = [], time_limit = null }) {
+async function loadRequest({ content, styles = [], options = {}, mask = null, region_styles = [], time_limit = null }, quiet = false) {
   clearError();
   const find = id => state.known.get(id);
   if (!find(content)) await refreshKnown();
@@ -254,6 +263,7 @@ async function loadRequest({ content, styles = [], options = {}, mask = null, re
     await painter.load(find(mask).url);
   }
   setControls(options, time_limit);
+  if (quiet) return;
   $("hint").textContent = "Loaded. Change what you like, then Start.";
   $("controls").scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
@@ -304,7 +314,9 @@ function onEvent(id, ev) {
   else if (ev.kind === "step") { chart.add(ev); showStep(ev); }
   else if (ev.kind === "done") {
     state.es.close();
-    setRunState(ev.state, ev.state === "stopped" ? `stopped after ${ev.steps} steps` : `${ev.steps} steps`);
+    setRunState(ev.state, `${ev.steps} steps` + (ev.state === "stopped" ? `, best image kept (${ev.stopped_by || "stop"})` : ""));
+    const eta = document.querySelector("dd[data-stat='ETA']");
+    if (eta) eta.textContent = "—";
     setPreview(ev.image + "?v=" + Date.now(), ev.steps);
     $("progress").value = 1;
     gallery.refresh();
@@ -351,7 +363,7 @@ async function previewLoop(id) {
       const t0 = performance.now();
       try {
         const r = await fetch(`/api/runs/${id}/preview`, { cache: "no-store" });
-        if (r.ok) {
+        if (r.status === 200) {
           const blob = await r.blob();
           if (!(watching(id) && state.watch.state === "running")) break;
           await setPreview(URL.createObjectURL(blob), Number(r.headers.get("x-impasto-step")));
@@ -403,12 +415,15 @@ async function init() {
   $("start").addEventListener("click", start);
   $("stop").addEventListener("click", () => state.watch && stop(state.watch.id));
   $("repeat").addEventListener("click", () => state.watch && loadRequest(state.watch.request));
-  gallery = new Gallery({ api, defaults: state.defaults, onError: showError, onLoad: e => loadRequest(historyRequest(e)) });
+  gallery = new Gallery({ api, isDefault, onError: showError, onLoad: e => loadRequest(historyRequest(e)) });
   renderStyles();
   gallery.refresh();
   const runs = await refreshQueue();     // a run started before the page was opened is shown
   const live = (runs || []).filter(r => r.state === "running" || r.state === "queued").sort((a, b) => a.position - b.position)[0];
-  if (live) follow(live);
+  if (live) {                 // the page was closed while it ran: show it, and what it was made of
+    follow(live);
+    await loadRequest(live.request, true);
+  }
   setInterval(refreshQueue, 2000);
   document.body.dataset.ready = "1";
 }
