@@ -2,7 +2,6 @@
 ``studio_server`` fixture from here)."""
 from __future__ import annotations
 
-import os
 import select
 import signal
 import subprocess

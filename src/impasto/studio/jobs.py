@@ -190,11 +190,10 @@ def finite(x):
 class Jobs:
     """The queue of runs and the one worker thread that computes them, one at a time."""
 
-    def __init__(self, runs_dir: Path, max_input_pixels: int, on_finish=None):
+    def __init__(self, runs_dir: Path, max_input_pixels: int):
         self.runs_dir = Path(runs_dir)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.max_input_pixels = max_input_pixels
-        self.on_finish = on_finish or (lambda run: None)
         self.runs: dict[str, Run] = {}
         self.queue: list[Run] = []
         self.current: Optional[Run] = None
@@ -300,10 +299,6 @@ class Jobs:
                     self.current = None
                     run.job = None           # the decoded inputs are no longer needed
                 run.preview.end()
-                try:
-                    self.on_finish(run)
-                except Exception:
-                    traceback.print_exc()
 
     def _run(self, run: Run) -> None:
         try:

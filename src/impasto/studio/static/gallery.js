@@ -17,7 +17,8 @@ function el(tag, attrs = {}, ...children) {
 }
 export { el };
 
-export const secs = s => (typeof s === "number" ? (s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`) : "—");
+export const secs = s => (typeof s !== "number" ? "—" : s < 60 ? `${s.toFixed(1)} s`
+  : `${Math.floor(Math.round(s) / 60)} min ${Math.round(s) % 60} s`);
 export const show = v => {
   if (v === null || v === undefined) return "—";
   if (Array.isArray(v)) return v.join(", ");

@@ -150,7 +150,7 @@ function renderStyles() {
     const label = el("span", { class: "muted" }, "weight " + s.weight);
     range.addEventListener("input", () => { s.weight = Number(range.value); label.textContent = "weight " + s.weight; });
     return el("div", { class: "style-item" }, el("img", { src: s.url, alt: s.name }),
-      el("div", {}, el("div", { class: "name", title: s.name }, s.name), state.styles.length > 1 ? [range, label] : null),
+      el("div", {}, el("div", { class: "name", title: s.name }, s.name), state.styles.length > 1 && !regionsOn() ? [range, label] : null),
       el("button", { type: "button", title: "remove", "aria-label": "remove " + s.name, onclick: () => { state.styles.splice(k, 1); renderStyles(); } }, "×"));
   }));
   renderRegions();
@@ -209,6 +209,7 @@ function setupRegions() {
     $("region-tools").hidden = !regionsOn();
     $("mask-overlay").hidden = !regionsOn();
     if (regionsOn()) $("regions-panel").open = true;
+    renderStyles();             // blend weights are for styles over the whole picture
   });
   state.regionChoice["000000"] = "";
 }
@@ -326,7 +327,12 @@ function onEvent(id, ev) {
 }
 
 const gib = b => (b / 2 ** 30).toFixed(1) + " GiB";
-const dur = s => (s === null || s === undefined ? "—" : s >= 60 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${s.toFixed(s < 10 ? 1 : 0)} s`);
+const dur = s => {
+  if (s === null || s === undefined) return "—";
+  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
+  const t = Math.round(s);
+  return `${Math.floor(t / 60)}m${String(t % 60).padStart(2, "0")}s`;
+};
 
 function showPlan(p) {
   const scales = p.schedule.map(([s, n]) => `${s}px ×${n}`).join(" → ");
