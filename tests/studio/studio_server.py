@@ -27,6 +27,12 @@ def start_server(tmp_path, *args, env=None):
                 lines.append(line.rstrip("\n"))
             if stream is proc.stdout and "impasto studio at " in line:
                 url = line.split("impasto studio at ", 1)[1].split()[0]
+                # what it wrote to stderr before the address (a warning) may still be unread
+                while select.select([proc.stderr], [], [], 0.5)[0]:
+                    extra = proc.stderr.readline()
+                    if not extra:
+                        break
+                    lines.append(extra.rstrip("\n"))
                 return proc, url, lines
         if proc.poll() is not None:
             break
