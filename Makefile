@@ -16,7 +16,7 @@ MODELS_VENV  ?= .venv-models
 MODELS_BIN    = $(MODELS_VENV)/bin
 MODELS_TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-models example test test-core test-models bench
+.PHONY: install install-models chromium example test test-core test-models bench
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -34,12 +34,19 @@ example: install
 	mkdir -p out
 	$(BIN)/impasto transfer examples/tubingen.jpg examples/starry_night.jpg -o out/tubingen_starry.png
 
+# The studio's browser test drives Debian's chromium through Playwright (Playwright's own browser
+# download needs the internet); installed here when missing (as root, or with sudo), and
+# IMPASTO_REQUIRE_BROWSER=1 makes a missing browser fail that test instead of skipping it.
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+
 test: test-core test-models
 
 # two workers, one torch thread each (tests/conftest.py): the suite's tiny runs scale better
 # across processes than across threads on a 2-core machine (4.4 min against 8.5 here)
-test-core: install
-	$(BIN)/python -m pytest -n 2
+test-core: install chromium
+	IMPASTO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n 2
 
 test-models: install-models
 	IMPASTO_REQUIRE_TORCHVISION=1 $(MODELS_BIN)/python -m pytest -n 2 tests/test_models.py

@@ -136,6 +136,7 @@ def build_parser():
         add_run_options(p)
     add_sweep_parser(sub)
     add_explore_parser(sub)
+    add_serve_parser(sub)
     sub.add_parser("options", help="print every option with its default, as a markdown table",
                    description="Print every option of every task with its default (markdown).")
     lp = sub.add_parser("layers", help="list the layer names of a model",
@@ -220,6 +221,27 @@ def add_explore_parser(sub):
                    "(default: the model's default style layers, relu1_1 ... relu5_1 for VGG)")
     add_config_options(p, "transfer", defaults=Config.for_task("transfer", **EXPLORE_DEFAULTS))
     _workbench_run_options(p, "figures")
+
+
+def add_serve_parser(sub):
+    p = sub.add_parser("serve", help="start the studio: a local web page that shows a painting "
+                       "as it forms and lets you steer it (needs: pip install 'impasto[web]')",
+                       description="Start the studio, a local web page and JSON API on the run "
+                       "API (see the README's Studio section).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: "
+                   "127.0.0.1, this machine only; any other prints a warning and needs the "
+                   "printed token)")
+    p.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: any free one)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    p.add_argument("--data", metavar="DIR", help="the studio's folder for uploads and runs "
+                   "(default: $IMPASTO_STUDIO_DATA or ~/.local/share/impasto/studio)")
+    p.add_argument("--token", help="the token another host must give (default: a random one, "
+                   "printed; none on 127.0.0.1)")
+    p.add_argument("--max-upload-mb", type=float, default=32, metavar="MB",
+                   help="refuse uploads larger than this (default: 32)")
+    p.add_argument("--max-input-pixels", type=int, default=config_mod.MAX_INPUT_PIXELS,
+                   metavar="N", help="refuse images with more pixels than this, read from the "
+                   f"header (default: {config_mod.MAX_INPUT_PIXELS})")
 
 
 def options_markdown() -> str:
