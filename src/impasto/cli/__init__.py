@@ -58,6 +58,9 @@ def _dispatch(argv, interrupt) -> int:
     if args.task in ("sweep", "explore"):
         from . import workbench
         return getattr(workbench, f"run_{args.task}")(args, argv, interrupt)
+    if args.task == "batch":
+        from . import batch
+        return batch.run(args, argv, interrupt)
     if args.task == "video":
         from . import video
         return video.run(args, argv, interrupt)

@@ -9,6 +9,7 @@ import typing
 from .. import api, backbones, config as config_mod
 from ..config import EXPLORE_DEFAULTS, TASKS, Config
 from ..errors import UserError
+from .executing import add_executor_options
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -135,6 +136,7 @@ def build_parser():
         add_run_options(p)
     add_sweep_parser(sub)
     add_explore_parser(sub)
+    add_batch_parser(sub)
     sub.add_parser("options", help="print every option with its default, as a markdown table",
                    description="Print every option of every task with its default (markdown).")
     lp = sub.add_parser("layers", help="list the layer names of a model",
@@ -183,6 +185,7 @@ def _workbench_run_options(p, what):
                    "matplotlib is installed")
     add_safety_options(g)
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_executor_options(p)
 
 
 def add_sweep_parser(sub):
@@ -219,6 +222,26 @@ def add_explore_parser(sub):
                    "(default: the model's default style layers, relu1_1 ... relu5_1 for VGG)")
     add_config_options(p, "transfer", defaults=Config.for_task("transfer", **EXPLORE_DEFAULTS))
     _workbench_run_options(p, "figures")
+
+
+def add_batch_parser(sub):
+    p = sub.add_parser("batch", help="style every content image with every style image "
+                       "into one folder, locally or on Ray", description="Paint every CONTENT "
+                       "in every --style (files, folders or globs on both sides; or the pairs "
+                       "of --pairs FILE.csv): DIR/<content>__<style>.png with its run record, "
+                       "results.csv (a row per pair) and contact_sheet.png (contents as rows, "
+                       "styles as columns). A re-run skips finished pairs; a bad input file "
+                       "fails only its pairs (exit status 1).")
+    p.add_argument("contents", nargs="*", metavar="CONTENT", help="content images: files, "
+                   "folders (their images) or globs such as 'photos/*.jpg'")
+    p.add_argument("--style", action="extend", nargs="+", metavar="STYLE", help="style images: "
+                   "files, folders or globs")
+    p.add_argument("--pairs", metavar="FILE.csv", help="explicit pairs instead: a CSV with a "
+                   "header naming 'content' and 'style' columns (paths relative to the CSV) and "
+                   "optionally columns named after options (style_weight, seed, ...) that set "
+                   "them for that pair")
+    add_config_options(p, "transfer")
+    _workbench_run_options(p, "batch")
 
 
 def options_markdown() -> str:
