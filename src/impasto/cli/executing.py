@@ -38,7 +38,8 @@ class JobsProgress:
     """One line per finished run and, on a terminal, a bar over the runs: how many are done,
     failed, and the time left at the rate so far."""
 
-    def __init__(self, kind: str, total: int, stream=sys.stderr, quiet=False):
+    def __init__(self, kind: str, total: int, stream=None, quiet=False):
+        stream = stream or sys.stderr
         self.kind, self.total, self.stream, self.quiet = kind, total, stream, quiet
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.done = self.failed = 0

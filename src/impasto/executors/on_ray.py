@@ -43,7 +43,7 @@ class RayExecutor:
         self.ray = import_ray()
         self.address = address
         self.threads = executors.check_threads(threads) or 1
-        self.started_here = False
+        self.connected_here = False     # this executor called ray.init (so it shuts down)
         self.startup_s = 0.0
         self._remote = None
         if start:
@@ -62,9 +62,9 @@ class RayExecutor:
             try:
                 if self.address is None:
                     ray.init(**kw)
-                    self.started_here = True
                 else:
                     ray.init(address=self.address, **kw)
+                self.connected_here = True
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = self.address or "a local cluster"
                 raise UserError(f"option --ray-address: cannot connect to {where}: "
@@ -80,9 +80,11 @@ class RayExecutor:
         return self
 
     def close(self):
-        """Leave the cluster; a local one started here is stopped."""
-        if self.ray.is_initialized():
+        """Leave the cluster this executor connected to (a local one it started stops); a
+        connection the process had before is left alone."""
+        if self.connected_here and self.ray.is_initialized():
             self.ray.shutdown()
+        self.connected_here = False
 
     def cpus(self) -> float:
         return self.ray.cluster_resources().get("CPU", 0)
