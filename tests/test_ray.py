@@ -228,3 +228,28 @@ def test_ctrl_c_during_a_ray_batch_exits_130_with_finished_files_valid(cluster, 
     rows = _rows(out / "results.csv")
     assert [r["status"] for r in rows].count("ran") == len(finished)
     assert {r["status"] for r in rows} & {"cancelled", "interrupted"}
+
+
+def test_video_flow_on_ray_gives_the_same_frames(cluster, inputs, capsys):
+    """With --executor ray the optical flow of every frame pair runs as Ray tasks; the frames
+    (one after another, each from the one before) come out bit for bit as locally."""
+    frames = inputs["dir"] / "frames"
+    frames.mkdir()
+    base = Image.open(inputs["contents"][0]).resize((64, 48))
+    for i in range(4):
+        base.transform((48, 36), Image.Transform.EXTENT, (3 * i, i, 3 * i + 48, i + 36)).save(
+            frames / f"{i:03d}.png")
+    args = ["video", str(frames), str(inputs["styles"][0]), "--size", "32", "--steps", "6",
+            "--frame-steps", "3", "--seed", "1", "--threads", "1"]
+    assert cli.main([*args, "-o", str(inputs["dir"] / "ray_frames"), "--executor", "ray"]) == 0
+    assert "optical flow on Ray" in capsys.readouterr().err
+    assert cli.main([*args, "-o", str(inputs["dir"] / "local_frames")]) == 0
+    capsys.readouterr()
+    on_ray = sorted((inputs["dir"] / "ray_frames").glob("*.png"))
+    here = sorted((inputs["dir"] / "local_frames").glob("*.png"))
+    assert len(on_ray) == len(here) == 4
+    for a, b in zip(on_ray, here):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))), a.name
+    recs = [json.loads((inputs["dir"] / f"{n}.json").read_text())
+            for n in ("ray_frames", "local_frames")]
+    assert recs[0]["result"]["temporal_error"] == recs[1]["result"]["temporal_error"]

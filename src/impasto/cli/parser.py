@@ -171,6 +171,7 @@ def add_video_arguments(parser):
     run.add_argument("--plot", action="store_true", help="also plot each frame's final loss "
                      "terms and temporal error (OUTPUT_loss.png; needs matplotlib: pip install "
                      "'impasto[plot]')")
+    add_executor_options(parser)
 
 
 def _workbench_run_options(p, what):

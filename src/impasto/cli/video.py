@@ -21,6 +21,7 @@ from .. import (api, image as imageio, record as records, regions, safe_io, sour
                video_io)
 from ..errors import UserError
 from ..tasks import new_seed
+from .executing import executor_from_args
 from .parser import EXIT_INTERRUPTED, options_from_args
 from .progress import FrameProgress
 
@@ -164,9 +165,26 @@ def _check_output(output: Path, kind: str, record: Path, inputs: dict, overwrite
                             "beside it); choose another output name, or add --overwrite")
 
 
+def _flows_on(executor, source, cfg):
+    """``flows(i)`` for ``video.stylise``: the flow pairs of the clip computed by ``executor``
+    (a few frames ahead, in parallel), each frame put in the object store once."""
+    from .. import flow as flowmod
+
+    def pairs():
+        prev = None
+        for frame in video.content_frames(source.frames(), cfg.size):
+            cur = executor.put(frame)
+            if prev is not None:
+                yield prev, cur, cfg.flow
+            prev = cur
+    results = executor.ordered(flowmod.pair, pairs())
+    return lambda i: next(results)
+
+
 def run(args, argv, interrupt=None) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr,
                                                                       flush=True))
+    executor = executor_from_args(args)
     options = options_from_args(args, "video")
     cfg = api.make_config("video", options)
     api.check_network(cfg, "video")
@@ -218,13 +236,22 @@ def run(args, argv, interrupt=None) -> int:
     t0 = time.perf_counter()
     interrupted = False
     frames_meta = {}
+    flows = None
+    if executor.name == "ray" and cfg.temporal or executor.name == "ray" and regions:
+        executor.start()        # the optical flow of every frame pair, as Ray tasks ahead
+        say(f"impasto: optical flow on Ray ({executor.cpus():g} CPUs), frames one after "
+            "another here (each starts from the one before)")
+        flows = _flows_on(executor, source, cfg)
     if interrupt is not None:
         interrupt.arm()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     stream = video.stylise(
         source.frames(), cfg, styles, region_styles=regions and regions["region_styles"],
         masks=regions and regions.get("masks"), first_mask=regions and regions.get("first_mask"),
         finished=finished, callback=progress.step,
-        should_stop=None if interrupt is None else interrupt.is_set)
+        should_stop=None if interrupt is None else interrupt.is_set, flows=flows)
     try:
         for f in stream:
             if f.resumed:
@@ -250,6 +277,7 @@ def run(args, argv, interrupt=None) -> int:
         interrupted = True
     finally:
         stream.close()
+        executor.close()
     if interrupted:
         n = len(work.finished())
         print(f"impasto: interrupted; {n} of {source.count} frames are finished in {work.path}: "

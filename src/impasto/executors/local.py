@@ -43,6 +43,14 @@ class LocalExecutor:
             if done.interrupted:
                 return
 
+    def ordered(self, fn: Callable, items: Iterable, window: Optional[int] = None) -> Iterator:
+        """``fn(*item)`` for every item, in order, here, each when it is asked for."""
+        for item in items:
+            yield fn(*item)
+
+    def put(self, value):
+        return value
+
     def close(self):
         pass
 

@@ -176,6 +176,34 @@ class RayExecutor:
             list(self._cancel(pending))
             raise
 
+    def ordered(self, fn: Callable, items: Iterable, window: Optional[int] = None) -> Iterator:
+        """``fn(*item)`` for every item, each a one-CPU task, at most ``window`` (default: twice
+        the cluster's CPUs) in flight, the results in the order of ``items`` (video: the optical
+        flow of every frame pair, computed ahead of the frame that needs it). An object
+        reference in an item is resolved before ``fn`` runs, so a frame put once serves two
+        pairs."""
+        from collections import deque
+        ray = self.ray
+        remote = ray.remote(num_cpus=1, max_retries=executors.MAX_RETRIES)(fn)
+        window = window or max(2, int(2 * self.cpus()))
+        items, queue = iter(items), deque()
+        try:
+            while True:
+                while len(queue) < window:
+                    item = next(items, None)
+                    if item is None:
+                        break
+                    queue.append(remote.remote(*item))
+                if not queue:
+                    return
+                yield ray.get(queue.popleft())
+        finally:
+            for ref in queue:
+                ray.cancel(ref, force=True)
+
+    def put(self, value):
+        return self.ray.put(value)
+
     def _cancel(self, pending: dict) -> Iterator[Finished]:
         """Cancel every pending task (a running one gets KeyboardInterrupt and writes nothing)
         and wait for them to end; yields what each became (some finish before the cancel)."""
