@@ -37,9 +37,11 @@ example: install
 test: test-core test-models
 
 # two workers, one torch thread each (tests/conftest.py): the suite's tiny runs scale better
-# across processes than across threads on a 2-core machine (4.4 min against 8.5 here)
+# across processes than across threads on a 2-core machine (4.4 min against 8.5 here).
+# --dist loadgroup keeps the Ray tests (xdist_group "ray") on one worker: one Ray cluster at a
+# time; Ray itself comes with the test extra.
 test-core: install
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-models: install-models
 	IMPASTO_REQUIRE_TORCHVISION=1 $(MODELS_BIN)/python -m pytest -n 2 tests/test_models.py

@@ -21,7 +21,9 @@ from PIL import Image
 
 from impasto import api, batch, cli, executors
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# one xdist worker runs every Ray test (make test: --dist loadgroup), one cluster at a time
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from ray.cluster_utils import Cluster
 
 from impasto import api, batch, executors
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# one xdist worker runs every Ray test (make test: --dist loadgroup), one cluster at a time
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
