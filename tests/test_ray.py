@@ -255,3 +255,35 @@ def test_video_flow_on_ray_gives_the_same_frames(cluster, inputs, capsys):
     recs = [json.loads((inputs["dir"] / f"{n}.json").read_text())
             for n in ("ray_frames", "local_frames")]
     assert recs[0]["result"]["temporal_error"] == recs[1]["result"]["temporal_error"]
+
+
+def test_a_batch_of_clips_runs_several_at_once_on_ray(cluster, inputs, capsys):
+    """Contents that are video clips: each clip x style pair is one `impasto video` (frames one
+    after another) run by a Ray task, the clips side by side on the two CPUs."""
+    from impasto import video_io
+    base = Image.open(inputs["contents"][0]).resize((64, 48))
+    clips = []
+    for k in range(2):
+        frames = [base.transform((48, 36), Image.Transform.EXTENT,
+                                 (2 * i + 8 * k, i, 2 * i + 8 * k + 48, i + 36)) for i in range(3)]
+        clips.append(inputs["dir"] / f"clip{k}.mp4")
+        video_io.write(frames, clips[-1], fps=8)
+    args = ["batch", *map(str, clips), "--style", str(inputs["styles"][0]), "--size", "32",
+            "--steps", "4", "--frame-steps", "2", "--seed", "1", "--threads", "1", "--tile", "32"]
+    out = inputs["dir"] / "clips"
+    assert cli.main([*args, "-o", str(out), "--executor", "ray"]) == 0
+    capsys.readouterr()
+    rows = _rows(out / "results.csv")
+    assert [r["file"] for r in rows] == ["clip0__starry.mp4", "clip1__starry.mp4"]
+    assert all(r["status"] == "ran" and float(r["temporal_error"]) > 0 for r in rows)
+    for k in range(2):
+        rec = json.loads((out / f"clip{k}__starry.json").read_text())
+        assert rec["task"] == "video" and rec["video"]["frames"] == 3 and rec["seed"] == 1
+        assert video_io.open_source(out / f"clip{k}__starry.mp4").count == 3
+    assert not list(out.glob("*.frames"))
+    local = inputs["dir"] / "clips_local"
+    assert cli.main([*args, "-o", str(local)]) == 0
+    assert [r["temporal_error"] for r in _rows(local / "results.csv")] == \
+        [r["temporal_error"] for r in rows]             # the same frames on either executor
+    assert cli.main([*args, "-o", str(out), "--executor", "ray"]) == 0
+    assert "0 run, 2 skipped" in capsys.readouterr().err

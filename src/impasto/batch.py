@@ -21,17 +21,31 @@ from .errors import UserError
 SEP = "__"         # between the content's and the style's name in an output's name
 
 
+VIDEO_EXTS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")   # a .gif is an image here
+
+
 def image_extensions() -> set:
     from PIL import Image
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
 
+def is_video(path) -> bool:
+    """A content that is a video clip: its pairs run ``impasto video`` (frames in order)."""
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+def clip_output(outdir: Path, stem: str, content) -> Path:
+    """Where a clip's result goes: the content's container when impasto writes it, else mp4."""
+    ext = Path(content).suffix.lower()
+    return outdir / f"{stem}{ext if ext in ('.mp4', '.mov', '.mkv') else '.mp4'}"
+
+
 def expand(args: list, what: str) -> list[str]:
-    """Files, folders (the images in them, sorted by name, not recursing) and globs, as a list
-    of paths in the order given, each once. A name that is neither an existing path nor a glob
+    """Files, folders (the images and video clips in them, sorted by name, not recursing) and
+    globs, as a list of paths in the order given, each once. A name that is neither an existing path nor a glob
     is kept: the pairs it is in fail with the reason. A folder without images or a glob that
     matches nothing is an error now."""
-    exts, out = image_extensions(), []
+    exts, out = image_extensions() | set(VIDEO_EXTS), []
     for arg in args:
         arg = str(arg)
         p = Path(arg)
@@ -143,6 +157,9 @@ def csv_columns(pairs: list[Pair]) -> list:
     cols = [("content_image", lambda c: c.pair.content), ("style_image", lambda c: c.pair.style)]
     for n in names:
         cols.append((n, lambda c, n=n: _show(c.pair.options.get(n, c.options.get(n)))))
+    if any(is_video(p.content) for p in pairs):
+        cols.append(("temporal_error", lambda c: _show(((c.record or {}).get("result") or {})
+                                                       .get("temporal_error"))))
     return cols
 
 
@@ -151,10 +168,14 @@ def _show(v):
 
 
 def _thumb(path, tile):
+    """The first picture of an image or a clip, or None when it cannot be read."""
     from . import image as imageio
     try:
+        if is_video(path):
+            from . import video_io
+            return next(iter(video_io.open_source(path).frames()))
         return imageio.load(path, long_side=tile, what="image")
-    except UserError:
+    except (UserError, StopIteration, OSError):
         return None
 
 
@@ -181,7 +202,10 @@ def sheet(cells: list, outdir: Path, title: str, tile: int):
         lines = tuple(x for x in sweep.tile_lines(c) if x)
         if c.status == "failed" and c.error:
             lines = ("failed",)
-        rows[c.row + 1][c.col + 1] = figures.Tile(sweep.load_image(c, outdir), lines)
+        image = sweep.load_image(c, outdir)
+        if image is None and c.record and is_video(c.pair.content):
+            image = _thumb(outdir / c.record["output"], tile)     # a clip: its first frame
+        rows[c.row + 1][c.col + 1] = figures.Tile(image, lines)
     names = lambda paths: [Path(p).name for p in paths]
     return figures.contact_sheet(rows, tile=tile, title=title, row_labels=[""] + names(contents),
                                  col_labels=[""] + names(styles))

@@ -265,7 +265,8 @@ def run_cells(cells: list[Cell], jobs: list, outdir: Path, *, seed: int, progres
             cell.options["seed"] = seed
             job.cfg = job.cfg.replace(seed=seed)
             job.request.options = {**job.request.options, "seed": seed}
-        if is_done(cell, job.cfg, job.spec.record_inputs(), outdir):
+        if job.is_done(cell, outdir) if hasattr(job, "is_done") else \
+                is_done(cell, job.cfg, job.spec.record_inputs(), outdir):
             cell.status = "done"
             if announce:
                 announce(n, len(cells), cell, skipped=True)

@@ -14,6 +14,11 @@ from .executing import executor_from_args
 from .parser import options_from_args
 
 
+def _for(task: str, options: dict) -> dict:
+    """The options that apply to ``task`` (transfer for images, video for clips)."""
+    return {k: v for k, v in options.items() if k in sweep.known_fields(task)}
+
+
 def _pairs(args) -> tuple[list, dict]:
     """The pairs, and every input path given (files and folders), to keep outputs off them."""
     if args.pairs:
@@ -41,7 +46,14 @@ def _prepare(cells, outdir, args, argv):
     is marked failed with the reason (and gets no job). Inputs are decoded once for all."""
     cache, good, jobs = {}, [], []
     for c in cells:
-        request = api.Request("transfer", c.options, content=c.pair.content,
+        if batch.is_video(c.pair.content):            # a clip: impasto video, frames in order
+            from .video import ClipJob
+            good.append(c)
+            jobs.append(ClipJob(c.pair.content, c.pair.style,
+                                batch.clip_output(outdir, c.stem, c.pair.content),
+                                _for("video", c.options)))
+            continue
+        request = api.Request("transfer", _for("transfer", c.options), content=c.pair.content,
                               styles=[c.pair.style], output=str(outdir / f"{c.stem}{sweep.EXT}"),
                               plot=args.plot, argv=["impasto", *argv],
                               max_input_pixels=args.max_input_pixels)
@@ -60,14 +72,14 @@ def _prepare(cells, outdir, args, argv):
 def run(args, argv, interrupt=None) -> int:
     executor = executor_from_args(args)
     workbench.check_tile(args)
-    options = {k: v for k, v in options_from_args(args, "transfer").items()
-               if k in sweep.known_fields("transfer")}
-    cfg = api.make_config("transfer", options)        # a bad option stops the whole batch now
+    options = options_from_args(args, "transfer")     # the video ones too (for clips)
+    cfg = api.make_config("transfer", _for("transfer", options))   # a bad option stops it all
     api.check_network(cfg, "transfer")
     pairs, given = _pairs(args)
     for p in pairs:                                   # and so does one a pair sets for itself
-        if p.options:
-            api.make_config("transfer", {**options, **p.options})
+        if p.options or batch.is_video(p.content):
+            task = "video" if batch.is_video(p.content) else "transfer"
+            api.make_config(task, _for(task, {**options, **p.options}))
     outdir = sources.check_output_dir(args.output, given)
     cells = batch.cells(pairs, options)
     good, jobs = _prepare(cells, outdir, args, argv)

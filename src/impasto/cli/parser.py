@@ -52,13 +52,14 @@ def _split(values, convert, option):
     return out
 
 
-def add_config_options(parser, task, defaults=None):
-    """One option per Config field that applies to ``task``; the defaults shown are the
-    task's defaults (or ``defaults``); nothing is set unless given (argparse.SUPPRESS)."""
+def add_config_options(parser, task, defaults=None, skip=(), title="options"):
+    """One option per Config field that applies to ``task`` (less those of ``skip``); the
+    defaults shown are the task's defaults (or ``defaults``); nothing is set unless given
+    (argparse.SUPPRESS)."""
     defaults = defaults or Config.for_task(task)
-    group = parser.add_argument_group("options")
+    group = parser.add_argument_group(title)
     for f in dataclasses.fields(Config):
-        if task not in f.metadata["tasks"]:
+        if task not in f.metadata["tasks"] or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -242,6 +243,9 @@ def add_batch_parser(sub):
                    "optionally columns named after options (style_weight, seed, ...) that set "
                    "them for that pair")
     add_config_options(p, "transfer")
+    transfer = {n for n in config_mod.field_names() if "transfer" in config_mod.field_tasks(n)}
+    add_config_options(p, "video", skip=transfer, title="video clips (a CONTENT "
+                       "that is a video runs impasto video, its frames in order)")
     _workbench_run_options(p, "batch")
 
 

@@ -330,3 +330,57 @@ def run(args, argv, interrupt=None) -> int:
               f"{rec['result']['content']:.4g}" + (f"; {note}" if note else "")
               + f"; record {rec_path}", file=sys.stderr)
     return 0
+
+
+# ----------------------------------------------------------------------------- clips of a batch
+def run_clip(content: str, style: str, output: str, options: dict, threads: int) -> dict:
+    """One clip of ``impasto batch``, in whichever process runs it (here or a Ray worker): this
+    command with ``options``, quietly, its frames one after another. Returns the summary an
+    executor reports (see ``executors.base.run_request``)."""
+    from .. import executors
+    from . import parser as parser_mod
+    t0 = time.perf_counter()
+    argv = ["video", content, style, "-o", output, "--quiet", "--threads", str(threads)]
+    args = parser_mod.build_parser().parse_args(argv)
+    for k, v in options.items():
+        setattr(args, k, v)
+    out = {"pid": os.getpid(), "threads": threads, "node": executors.base.node()}
+    try:
+        rc = run(args, argv)
+        rec = json.loads(records.record_path(Path(output)).read_text()) if rc == 0 else None
+        out.update(status="ran" if rc == 0 else "interrupted", record=rec)
+    except UserError as e:
+        out.update(status="failed", error=str(e))
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+class ClipJob:
+    """A video clip as a job of a batch (``sweep.run_cells`` and the executors take it where
+    they take an ``api.Job``): checked options, and the call that runs it."""
+
+    def __init__(self, content, style, output: Path, options: dict):
+        from types import SimpleNamespace
+        self.content, self.style, self.output = str(content), str(style), Path(output)
+        self.cfg = api.make_config("video", options)
+        self.request = SimpleNamespace(options=dict(options))
+        self.name = self.output.name
+
+    def call(self, threads: int):
+        return run_clip, (os.path.abspath(self.content), os.path.abspath(self.style),
+                          os.path.abspath(self.output), self.request.options, threads)
+
+    def is_done(self, cell, outdir: Path) -> bool:
+        """Done when the clip and its record exist and the record is of these options and
+        inputs."""
+        try:
+            rec = json.loads(records.record_path(self.output).read_text())
+        except (OSError, ValueError):
+            return False
+        rel = lambda p: records._rel_input("input", p, outdir)
+        ok = isinstance(rec, dict) and self.output.is_file() and rec.get("task") == "video" \
+            and rec.get("options") == records.relative_options(self.cfg.to_dict(), outdir) \
+            and rec.get("inputs") == {"input": rel(self.content), "styles": [rel(self.style)]}
+        if ok:
+            cell.record = rec
+        return ok

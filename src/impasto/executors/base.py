@@ -20,7 +20,9 @@ MAX_RETRIES = 3           # a task is run again this often when its worker proce
 
 @dataclass
 class Work:
-    """One run for an executor: ``job`` checked in this process from ``request``."""
+    """One run for an executor: ``job`` checked in this process from ``request``. A job with
+    a ``call(threads)`` method (a video clip of a batch) is run as the function call it returns,
+    ``(fn, args)``, where ``fn`` returns a summary as ``run_request`` does."""
     key: object                       # the caller's handle (a sweep cell, a batch pair)
     request: api.Request              # paths and options only: it travels to Ray workers
     job: api.Job
@@ -51,6 +53,13 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def from_summary(work: Work, out: dict, wall: float) -> Finished:
+    """The Finished of a job from the summary its process returned (see ``run_request``)."""
+    return Finished(work, out["status"], out.get("record"), error=out.get("error"),
+                    seconds=out["seconds"], wall=wall or out["seconds"], threads=out["threads"],
+                    node=out.get("node", ""), pid=out["pid"])
 
 
 def check_threads(threads) -> Optional[int]:
@@ -90,7 +99,7 @@ def remove_leftovers(output: Optional[str]) -> None:
                 tmp.unlink()
 
 
-def _node() -> str:
+def node() -> str:
     """The Ray node this process runs on ("local" outside Ray)."""
     import sys
     ray = sys.modules.get("ray")
@@ -107,7 +116,7 @@ def run_request(request: api.Request, threads: int, keys: list, *images) -> dict
     raised, so it is reported in its row and never retried."""
     t0 = time.perf_counter()
     cache = dict(zip(keys, images))
-    out = {"pid": os.getpid(), "threads": threads, "node": _node()}
+    out = {"pid": os.getpid(), "threads": threads, "node": node()}
     try:
         remove_leftovers(request.output)
         with torch_threads(threads):

@@ -5,7 +5,7 @@ import time
 from typing import Callable, Iterable, Iterator, Optional
 
 from ..errors import UserError
-from .base import Finished, Work, check_threads, torch_threads
+from .base import Finished, Work, check_threads, from_summary, torch_threads
 
 
 class LocalExecutor:
@@ -24,6 +24,10 @@ class LocalExecutor:
                 return
             if on_start is not None:
                 on_start(work)
+            if hasattr(work.job, "call"):          # a job that is a function call (a clip)
+                fn, args = work.job.call(self.threads)
+                yield from_summary(work, fn(*args), 0.0)
+                continue
             sink = events(work) if events is not None else None
             t0 = time.perf_counter()
             try:

@@ -121,6 +121,13 @@ class RayExecutor:
         store = {} if store is None else store
         pending = {}
         for work in works:
+            if hasattr(work.job, "call"):          # a job that is a function call (a clip)
+                fn, args = work.job.call(self.threads)
+                ref = self.ray.remote(max_retries=executors.MAX_RETRIES, retry_exceptions=False)(
+                    fn).options(num_cpus=self.threads, num_gpus=self._gpus(work.job),
+                                name=f"impasto:{getattr(work.job, 'name', 'clip')}").remote(*args)
+                pending[ref] = (work, time.perf_counter())
+                continue
             keys, refs = self._shared(work, store)
             request = executors.absolute_request(work.request)
             ref = self._remote.options(num_cpus=self.threads, num_gpus=self._gpus(work.job),
@@ -146,9 +153,7 @@ class RayExecutor:
             return Finished(work, "failed", error=f"{type(cause).__name__}: "
                             f"{str(cause).strip().splitlines()[-1] if str(cause) else ''}",
                             wall=wall, threads=self.threads, node="")
-        return Finished(work, out["status"], out.get("record"), error=out.get("error"),
-                        seconds=out["seconds"], wall=wall, threads=out["threads"],
-                        node=out.get("node", ""), pid=out["pid"])
+        return executors.from_summary(work, out, wall)
 
     def run(self, works: Iterable[Work], *, cancel=None, events: Optional[Callable] = None,
             on_start: Optional[Callable] = None) -> Iterator[Finished]:
