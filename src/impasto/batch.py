@@ -150,13 +150,16 @@ def cells(pairs: list[Pair], options: dict) -> list[BatchCell]:
     return out
 
 
-def csv_columns(pairs: list[Pair]) -> list:
-    """results.csv's columns after the file: the content, the style and the options a pair
-    sets for itself."""
-    names = list(dict.fromkeys(k for p in pairs for k in p.options))
+def csv_columns(pairs: list[Pair], options: dict = None) -> list:
+    """results.csv's columns after the file: the content, the style, and the options given
+    (on the command line for every pair, or in the CSV for one; the seed has its own column)."""
+    names = list(dict.fromkeys([*(options or {}), *(k for p in pairs for k in p.options)]))
+    names = [n for n in names if n != "seed"]
     cols = [("content_image", lambda c: c.pair.content), ("style_image", lambda c: c.pair.style)]
-    for n in names:
-        cols.append((n, lambda c, n=n: _show(c.pair.options.get(n, c.options.get(n)))))
+    taken = {*sweep.CSV_TERMS, "file", "task", "steps", "stop", "seconds", "status", "error"}
+    for n in names:          # an option named like a result column gets 'option_' before it
+        cols.append((f"option_{n}" if n in taken else n,
+                     lambda c, n=n: _show(c.pair.options.get(n, c.options.get(n)))))
     if any(is_video(p.content) for p in pairs):
         cols.append(("temporal_error", lambda c: _show(((c.record or {}).get("result") or {})
                                                        .get("temporal_error"))))

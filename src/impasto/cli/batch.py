@@ -98,7 +98,7 @@ def run(args, argv, interrupt=None) -> int:
         written = sweep.write_summaries(
             cells, None, outdir, title, args.tile, sheet=batch.sheet(cells, outdir, title,
                                                                      args.tile),
-            columns=batch.csv_columns(pairs), overlay=False) if outdir.is_dir() else []
+            columns=batch.csv_columns(pairs, options), overlay=False) if outdir.is_dir() else []
     if not args.quiet:
         print(f"impasto batch: {len(pairs)} pairs ({len({p.content for p in pairs})} contents, "
               f"{len({p.style for p in pairs})} styles)", file=sys.stderr)
