@@ -237,7 +237,7 @@ def run(args, argv, interrupt=None) -> int:
     interrupted = False
     frames_meta = {}
     flows = None
-    if executor.name == "ray" and cfg.temporal or executor.name == "ray" and regions:
+    if executor.name == "ray":
         executor.start()        # the optical flow of every frame pair, as Ray tasks ahead
         say(f"impasto: optical flow on Ray ({executor.cpus():g} CPUs), frames one after "
             "another here (each starts from the one before)")
