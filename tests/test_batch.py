@@ -141,6 +141,8 @@ def test_the_sheet_has_contents_as_rows_and_styles_as_columns(run_cli, inputs, t
     (["{p}/a.png", "--style", "{s}", "-o", "{t}/o", "--executor", "local",
       "--ray-address", "auto"], "is for --executor ray"),
     (["{p}/a.png", "--style", "{s}", "-o", "{t}/o", "--threads", "0"], "--threads: must be"),
+    (["{p}/a.png", "--style", "{s}", "-o", "{t}/o", "--executor", "ray", "--ray-address",
+      "127.0.0.1:1"], "no Ray head answers at 127.0.0.1:1"),
 ])
 def test_a_bad_option_stops_the_batch_before_anything_is_made(run_cli, inputs, args, message):
     t, p = inputs["dir"], inputs["photos"]

@@ -83,6 +83,8 @@ def run(kind, cells, jobs, outdir, seed, args, argv, interrupt, executor=None,
     from .executing import JobsProgress, detail
     executor = executor or executor_from_args(args)
     check(jobs, outdir, args.overwrite)
+    if executor.name != "local":
+        executor.start()            # a cluster that cannot be reached: one line, no folder
     open_folder(outdir, seed, kind, argv)
     complete = False
     if executor.name == "local":
@@ -95,7 +97,6 @@ def run(kind, cells, jobs, outdir, seed, args, argv, interrupt, executor=None,
                   finished=lambda n, total, cell: bar(cell.stem, cell.status, detail(cell)))
     try:
         if executor.name != "local":
-            executor.start()
             bar.started(sum(1 for c in cells if c.status == "pending"),
                         f"Ray ({executor.cpus():g} CPUs, {executor.threads} per run)")
             if interrupt is not None:

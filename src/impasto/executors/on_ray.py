@@ -35,6 +35,20 @@ def import_ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT head that does not answer is one line now (Ray itself would retry for
+    minutes); 'auto' and ray:// addresses are left to Ray."""
+    import socket
+    host, sep, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"option --ray-address: no Ray head answers at {address} "
+                        f"({e.strerror or e}); start one there with 'ray start --head'") from None
+
+
 class RayExecutor:
     name = "ray"
 
@@ -59,6 +73,8 @@ class RayExecutor:
             import logging
             kw = dict(include_dashboard=False, log_to_driver=False,
                       logging_level=logging.ERROR, configure_logging=True)
+            if self.address is not None:
+                _check_reachable(self.address)
             try:
                 if self.address is None:
                     ray.init(**kw)
