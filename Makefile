@@ -44,9 +44,12 @@ chromium:
 test: test-core test-models
 
 # two workers, one torch thread each (tests/conftest.py): the suite's tiny runs scale better
-# across processes than across threads on a 2-core machine (4.4 min against 8.5 here)
+# across processes than across threads on a 2-core machine (4.4 min against 8.5 here).
+# --dist loadgroup keeps the Ray tests (xdist_group "ray") on one worker: one Ray cluster at a
+# time; Ray itself comes with the test extra. The studio's browser test needs Chromium
+# (make chromium), and IMPASTO_REQUIRE_BROWSER=1 turns a missing one into a failure.
 test-core: install chromium
-	IMPASTO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n 2
+	IMPASTO_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test-models: install-models
 	IMPASTO_REQUIRE_TORCHVISION=1 $(MODELS_BIN)/python -m pytest -n 2 tests/test_models.py

@@ -119,6 +119,15 @@ def consistency(fwd: torch.Tensor, bwd: torch.Tensor) -> torch.Tensor:
     return (~occlusion(fwd, bwd)).float()
 
 
+def pair(prev: torch.Tensor, cur: torch.Tensor, method: str = "dis") -> tuple:
+    """What video needs between two content frames: (forward flow prev -> cur, backward flow
+    cur -> prev, consistency weights on cur's grid). One function, so that a frame pair gives
+    the same tensors wherever it is computed (in this process or a Ray worker)."""
+    fwd = flow(prev, cur, method)
+    bwd = flow(cur, prev, method)
+    return fwd, bwd, consistency(fwd, bwd)
+
+
 def propagate_mask(mask: torch.Tensor, bwd: torch.Tensor, new=None) -> torch.Tensor:
     """Carry a mask (1, K, H, W) of region weights from frame a onto frame b with the backward
     flow ``bwd = flow(b, a)``. Pixels that entered the frame keep the nearest warped value

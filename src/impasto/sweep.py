@@ -163,8 +163,9 @@ class Cell:
     label: str = ""           # the first line under its tile
     row: int = 0
     col: int = 0
-    status: str = "pending"   # done (an earlier run), ran, interrupted
+    status: str = "pending"   # done (an earlier run), ran, interrupted, failed, cancelled
     record: dict | None = None
+    error: str | None = None  # why it failed
     image: object = None      # the PIL image once made
 
 
@@ -278,49 +279,53 @@ def is_done(cell: Cell, cfg: Config, inputs: dict, outdir: Path) -> bool:
 
 
 def run_cells(cells: list[Cell], jobs: list, outdir: Path, *, seed: int, progress=None,
-              announce=None, cancel=None) -> bool:
+              announce=None, cancel=None, executor=None, finished=None) -> bool:
     """Run (or skip) every cell with its prepared job and the sweep's ``seed`` (unless the
-    cell varies the seed itself), writing
-    ``stem.png`` and ``stem.json`` (and with plotting ``stem_loss.png``) for each. Returns
-    False when interrupted (Ctrl-C, ``cancel``)."""
+    cell varies the seed itself), writing ``stem.png`` and ``stem.json`` (and with plotting
+    ``stem_loss.png``) for each, on ``executor`` (default: one after another in this process).
+    ``announce(n, total, cell, skipped)`` is told of every skipped cell and of each cell as it
+    starts (local runs), ``finished(n, total, cell)`` of each as it ends (any executor), and
+    ``progress(cell)`` gives a local run's event sink. Returns False when interrupted (Ctrl-C,
+    ``cancel``) before every cell was done."""
+    from . import executors
+    executor = executor or executors.LocalExecutor()
+    works = []
     for n, (cell, job) in enumerate(zip(cells, jobs), start=1):
-        if cancel is not None and cancel.is_set():
-            return False
         if cell.options.get("seed") is None:
             cell.options["seed"] = seed
             job.cfg = job.cfg.replace(seed=seed)
-        if is_done(cell, job.cfg, job.spec.record_inputs(), outdir):
+            job.request.options = {**job.request.options, "seed": seed}
+        if job.is_done(cell, outdir) if hasattr(job, "is_done") else \
+                is_done(cell, job.cfg, job.spec.record_inputs(), outdir):
             cell.status = "done"
             if announce:
                 announce(n, len(cells), cell, skipped=True)
             continue
-        if announce:
-            announce(n, len(cells), cell, skipped=False)
-        on_event = progress(cell) if progress else None
-        try:
-            done = job.run(on_event, cancel=cancel)
-        finally:
-            if on_event is not None and hasattr(on_event, "close"):
-                on_event.close()
-        cell.record, cell.image = done.record, done.result.image
-        if done.interrupted:
-            cell.status = "interrupted"
-            return False
-        cell.status = "ran"
-    return True
+        works.append(executors.Work((n, cell), job.request, job))
+    start = None if announce is None else (
+        lambda w: announce(w.key[0], len(cells), w.key[1], skipped=False))
+    events = None if progress is None else (lambda w: progress(w.key[1]))
+    for fin in executor.run(works, cancel=cancel, events=events, on_start=start):
+        n, cell = fin.work.key
+        cell.status, cell.error = fin.status, fin.error
+        cell.record, cell.image = fin.record, fin.image
+        if finished:
+            finished(n, len(cells), cell)
+    return all(c.status in ("done", "ran", "failed") for c in cells)
 
 
 # ----------------------------------------------------------------------------- summaries
 CSV_TERMS = ("loss", "content", "style", "tv")
 
 
-def csv_text(cells: list[Cell], varies: list | None = None) -> str:
-    """One row per cell: its file, the varied options, final loss terms, steps, seconds."""
+def csv_text(cells: list[Cell], varies: list | None = None, columns=()) -> str:
+    """One row per cell: its file, ``columns`` ((header, cell -> value) pairs), the varied
+    options, final loss terms, steps, seconds, seed, status and the error of a failed run."""
     names = [n for v in (varies or []) for n in v.names]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", "task", *names, *CSV_TERMS, "steps", "stop", "seconds", "seed",
-                     "status"])
+    writer.writerow(["file", "task", *[h for h, _ in columns], *names, *CSV_TERMS, "steps",
+                     "stop", "seconds", "seed", "status", "error"])
     for c in cells:
         rec = c.record or {}
         res = rec.get("result") or {}
@@ -329,10 +334,11 @@ def csv_text(cells: list[Cell], varies: list | None = None) -> str:
         for n in names:
             v = c.options.get(n)
             vals.append(LIST_JOIN.join(map(str, v)) if isinstance(v, list) else v)
-        row = [rec.get("output", ""), c.task, *vals, _num(res.get("loss")),
-               *[_num(terms.get(t)) for t in CSV_TERMS[1:]], res.get("steps", ""),
-               res.get("stop_reason", ""), (rec.get("timings") or {}).get("total_s", ""),
-               c.options.get("seed", ""), c.status]
+        row = [rec.get("output", f"{c.stem}{EXT}"), c.task, *[get(c) for _, get in columns],
+               *vals, _num(res.get("loss")), *[_num(terms.get(t)) for t in CSV_TERMS[1:]],
+               res.get("steps", ""), res.get("stop_reason", ""),
+               (rec.get("timings") or {}).get("total_s", ""), c.options.get("seed", ""),
+               c.status, c.error or ""]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -360,8 +366,8 @@ def tile_lines(cell: Cell) -> tuple:
         facts.append(f"loss {res['loss']:.3g}")
     if isinstance(secs, (int, float)) and math.isfinite(secs):
         facts.append(f"{secs:.0f} s")
-    if cell.status == "interrupted":
-        facts.append("interrupted")
+    if cell.status in ("interrupted", "failed", "cancelled"):
+        facts.append(cell.status)
     return (cell.label, " · ".join(facts)) if facts else (cell.label,)
 
 
@@ -382,17 +388,20 @@ def sweep_sheet(cells: list[Cell], varies: list, outdir: Path, title: str, tile:
 
 
 def write_summaries(cells, varies, outdir: Path, title: str, tile: int,
-                    sheet_name="contact_sheet.png") -> list:
-    """The CSV, the contact sheet and (with matplotlib) the loss overlay; returns the paths."""
+                    sheet_name="contact_sheet.png", sheet=None, columns=(), overlay=True) -> list:
+    """The CSV, the contact sheet and (with matplotlib and ``overlay``) the loss overlay;
+    returns the paths. ``sheet`` is the contact sheet when the caller draws its own (a batch);
+    ``columns`` are further CSV columns (see ``csv_text``)."""
     from . import figures, image as imageio
     written = []
-    if not any(c.record for c in cells):   # nothing made (yet): no empty figures
+    if not any(c.record or c.error for c in cells):   # nothing made (yet): no empty figures
         return written
-    text = csv_text(cells, varies)
+    text = csv_text(cells, varies, columns)
     imageio.atomic_write(outdir / "results.csv", lambda fh: fh.write(text.encode()))
     written.append(outdir / "results.csv")
-    if varies:
+    if sheet is None and varies:
         sheet = sweep_sheet(cells, varies, outdir, title, tile)
+    if sheet is not None:
         imageio.save(sheet, outdir / sheet_name)
         written.append(outdir / sheet_name)
     runs = [(c.label, c.record["history"]) for c in cells if c.record and c.record.get("history")]
@@ -400,7 +409,7 @@ def write_summaries(cells, varies, outdir: Path, title: str, tile: int,
         figures.require_plotting()
     except UserError:
         return written
-    if runs:
+    if runs and overlay:
         figures.plot_overlay(runs, outdir / "losses.png", title=title)
         written.append(outdir / "losses.png")
     return written

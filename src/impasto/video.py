@@ -124,7 +124,7 @@ def soft_masks(onehot: torch.Tensor) -> list:
 def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, masks=None,
             first_mask=None, finished: Optional[Callable[[int], Optional[torch.Tensor]]] = None,
             callback=None, on_frame: Optional[Callable[[int], None]] = None,
-            on_plan=None, should_stop=None) -> Iterator[Frame]:
+            on_plan=None, should_stop=None, flows=None) -> Iterator[Frame]:
     """Stylise ``frames`` (tensors (1, 3, H, W) / (3, H, W) in [0, 1] or PIL images, one size)
     and yield one ``Frame`` per input frame, in order, as each is finished.
 
@@ -137,6 +137,8 @@ def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, mas
     frame is then not recomputed, and the next one starts from it. ``callback(i, step)`` sees
     each optimiser step of frame i; ``on_frame(i)`` is called before a frame is computed.
     ``should_stop()`` (see ``tasks.run``) ends the frame under way as "interrupted".
+    ``flows(i)``, when given, returns ``flow.pair`` of frames i - 1 and i (computed elsewhere,
+    e.g. all at once on Ray) instead of computing it here.
     """
     cfg.validate("video")
     if region_styles is not None and masks is None and first_mask is None:
@@ -159,9 +161,8 @@ def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, mas
         # flow between the content frames, and what it says about the previous result
         fwd = bwd = consistency = None
         if prev_c is not None:
-            fwd = flowmod.flow(prev_c, content, cfg.flow)
-            bwd = flowmod.flow(content, prev_c, cfg.flow)
-            consistency = flowmod.consistency(fwd, bwd)
+            fwd, bwd, consistency = flows(i) if flows is not None else \
+                flowmod.pair(prev_c, content, cfg.flow)
 
         # this frame's regions
         frame_masks = None
@@ -219,6 +220,15 @@ def stylise(frames: Iterable, cfg: Config, styles=(), *, region_styles=None, mas
         extra = next(mask_iter, None)
         if extra is not None:
             raise UserError("the mask video has more frames than the input")
+
+
+def content_frames(frames: Iterable, size: int) -> Iterator[torch.Tensor]:
+    """The content frames as ``stylise`` sizes them (the first frame's size, ``size`` long)."""
+    hw = None
+    for frame in frames:
+        content = imageio.to_tensor(frame)
+        hw = hw or imageio.fit_size(*content.shape[-2:], size)
+        yield imageio.resize(content, hw)
 
 
 def summary(temporal_errors) -> Optional[float]:

@@ -61,6 +61,9 @@ def _dispatch(argv, interrupt) -> int:
     if args.task == "serve":
         from . import serve
         return serve.run(args, argv, interrupt)
+    if args.task == "batch":
+        from . import batch
+        return batch.run(args, argv, interrupt)
     if args.task == "video":
         from . import video
         return video.run(args, argv, interrupt)

@@ -9,6 +9,7 @@ import typing
 from .. import api, backbones, config as config_mod
 from ..config import EXPLORE_DEFAULTS, TASKS, Config
 from ..errors import UserError, printable
+from .executing import add_executor_options
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -52,13 +53,14 @@ def _split(values, convert, option):
     return out
 
 
-def add_config_options(parser, task, defaults=None):
-    """One option per Config field that applies to ``task``; the defaults shown are the
-    task's defaults (or ``defaults``); nothing is set unless given (argparse.SUPPRESS)."""
+def add_config_options(parser, task, defaults=None, skip=(), title="options"):
+    """One option per Config field that applies to ``task`` (less those of ``skip``); the
+    defaults shown are the task's defaults (or ``defaults``); nothing is set unless given
+    (argparse.SUPPRESS)."""
     defaults = defaults or Config.for_task(task)
-    group = parser.add_argument_group("options")
+    group = parser.add_argument_group(title)
     for f in dataclasses.fields(Config):
-        if task not in f.metadata["tasks"]:
+        if task not in f.metadata["tasks"] or f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
@@ -137,6 +139,7 @@ def build_parser():
     add_sweep_parser(sub)
     add_explore_parser(sub)
     add_serve_parser(sub)
+    add_batch_parser(sub)
     sub.add_parser("options", help="print every option with its default, as a markdown table",
                    description="Print every option of every task with its default (markdown).")
     lp = sub.add_parser("layers", help="list the layer names of a model",
@@ -171,6 +174,7 @@ def add_video_arguments(parser):
     run.add_argument("--plot", action="store_true", help="also plot each frame's final loss "
                      "terms and temporal error (OUTPUT_loss.png; needs matplotlib: pip install "
                      "'impasto[plot]')")
+    add_executor_options(parser)
 
 
 def _workbench_run_options(p, what):
@@ -185,6 +189,7 @@ def _workbench_run_options(p, what):
                    "matplotlib is installed")
     add_safety_options(g)
     g.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_executor_options(p)
 
 
 def add_sweep_parser(sub):
@@ -242,6 +247,29 @@ def add_serve_parser(sub):
     p.add_argument("--max-input-pixels", type=int, default=config_mod.MAX_INPUT_PIXELS,
                    metavar="N", help="refuse images with more pixels than this, read from the "
                    f"header (default: {config_mod.MAX_INPUT_PIXELS})")
+
+
+def add_batch_parser(sub):
+    p = sub.add_parser("batch", help="style every content image with every style image "
+                       "into one folder, locally or on Ray", description="Paint every CONTENT "
+                       "in every --style (files, folders or globs on both sides; or the pairs "
+                       "of --pairs FILE.csv): DIR/<content>__<style>.png with its run record, "
+                       "results.csv (a row per pair) and contact_sheet.png (contents as rows, "
+                       "styles as columns). A re-run skips finished pairs; a bad input file "
+                       "fails only its pairs (exit status 1).")
+    p.add_argument("contents", nargs="*", metavar="CONTENT", help="content images: files, "
+                   "folders (their images) or globs such as 'photos/*.jpg'")
+    p.add_argument("--style", action="extend", nargs="+", metavar="STYLE", help="style images: "
+                   "files, folders or globs")
+    p.add_argument("--pairs", metavar="FILE.csv", help="explicit pairs instead: a CSV with a "
+                   "header naming 'content' and 'style' columns (paths relative to the CSV) and "
+                   "optionally columns named after options (style_weight, seed, ...) that set "
+                   "them for that pair")
+    add_config_options(p, "transfer")
+    transfer = {n for n in config_mod.field_names() if "transfer" in config_mod.field_tasks(n)}
+    add_config_options(p, "video", skip=transfer, title="video clips (a CONTENT "
+                       "that is a video runs impasto video, its frames in order)")
+    _workbench_run_options(p, "batch")
 
 
 def options_markdown() -> str:

@@ -21,6 +21,7 @@ from .. import (api, image as imageio, outputs, record as records, regions, safe
                video, video_io)
 from ..errors import UserError
 from ..tasks import new_seed
+from .executing import executor_from_args
 from .parser import EXIT_INTERRUPTED, options_from_args
 from .progress import FrameProgress
 
@@ -190,9 +191,26 @@ def _check_output(output: Path, kind: str, record: Path, inputs: dict, overwrite
                             "beside it); choose another output name, or add --overwrite")
 
 
+def _flows_on(executor, source, cfg):
+    """``flows(i)`` for ``video.stylise``: the flow pairs of the clip computed by ``executor``
+    (a few frames ahead, in parallel), each frame put in the object store once."""
+    from .. import flow as flowmod
+
+    def pairs():
+        prev = None
+        for frame in video.content_frames(source.frames(), cfg.size):
+            cur = executor.put(frame)
+            if prev is not None:
+                yield prev, cur, cfg.flow
+            prev = cur
+    results = executor.ordered(flowmod.pair, pairs())
+    return lambda i: next(results)
+
+
 def run(args, argv, interrupt=None) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr,
                                                                       flush=True))
+    executor = executor_from_args(args)
     options = options_from_args(args, "video")
     cfg = api.make_config("video", options)
     api.check_network(cfg, "video")
@@ -244,13 +262,22 @@ def run(args, argv, interrupt=None) -> int:
     t0 = time.perf_counter()
     interrupted = False
     frames_meta = {}
+    flows = None
+    if executor.name == "ray":
+        executor.start()        # the optical flow of every frame pair, as Ray tasks ahead
+        say(f"impasto: optical flow on Ray ({executor.cpus():g} CPUs), frames one after "
+            "another here (each starts from the one before)")
+        flows = _flows_on(executor, source, cfg)
     if interrupt is not None:
         interrupt.arm()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     stream = video.stylise(
         source.frames(), cfg, styles, region_styles=regions and regions["region_styles"],
         masks=regions and regions.get("masks"), first_mask=regions and regions.get("first_mask"),
         finished=finished, callback=progress.step,
-        should_stop=None if interrupt is None else interrupt.is_set)
+        should_stop=None if interrupt is None else interrupt.is_set, flows=flows)
     try:
         for f in stream:
             if f.resumed:
@@ -276,6 +303,7 @@ def run(args, argv, interrupt=None) -> int:
         interrupted = True
     finally:
         stream.close()
+        executor.close()
     if interrupted:
         n = len(work.finished())
         print(f"impasto: interrupted; {n} of {source.count} frames are finished in {work.path}: "
@@ -328,3 +356,57 @@ def run(args, argv, interrupt=None) -> int:
               f"{rec['result']['content']:.4g}" + (f"; {note}" if note else "")
               + f"; record {rec_path}", file=sys.stderr)
     return 0
+
+
+# ----------------------------------------------------------------------------- clips of a batch
+def run_clip(content: str, style: str, output: str, options: dict, threads: int) -> dict:
+    """One clip of ``impasto batch``, in whichever process runs it (here or a Ray worker): this
+    command with ``options``, quietly, its frames one after another. Returns the summary an
+    executor reports (see ``executors.base.run_request``)."""
+    from .. import executors
+    from . import parser as parser_mod
+    t0 = time.perf_counter()
+    argv = ["video", content, style, "-o", output, "--quiet", "--threads", str(threads)]
+    args = parser_mod.build_parser().parse_args(argv)
+    for k, v in options.items():
+        setattr(args, k, v)
+    out = {"pid": os.getpid(), "threads": threads, "node": executors.base.node()}
+    try:
+        rc = run(args, argv)
+        rec = json.loads(records.record_path(Path(output)).read_text()) if rc == 0 else None
+        out.update(status="ran" if rc == 0 else "interrupted", record=rec)
+    except UserError as e:
+        out.update(status="failed", error=str(e))
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+class ClipJob:
+    """A video clip as a job of a batch (``sweep.run_cells`` and the executors take it where
+    they take an ``api.Job``): checked options, and the call that runs it."""
+
+    def __init__(self, content, style, output: Path, options: dict):
+        from types import SimpleNamespace
+        self.content, self.style, self.output = str(content), str(style), Path(output)
+        self.cfg = api.make_config("video", options)
+        self.request = SimpleNamespace(options=dict(options))
+        self.name = self.output.name
+
+    def call(self, threads: int):
+        return run_clip, (os.path.abspath(self.content), os.path.abspath(self.style),
+                          os.path.abspath(self.output), self.request.options, threads)
+
+    def is_done(self, cell, outdir: Path) -> bool:
+        """Done when the clip and its record exist and the record is of these options and
+        inputs."""
+        try:
+            rec = json.loads(records.record_path(self.output).read_text())
+        except (OSError, ValueError):
+            return False
+        rel = lambda p: records._rel_input("input", p, outdir)
+        ok = isinstance(rec, dict) and self.output.is_file() and rec.get("task") == "video" \
+            and rec.get("options") == records.relative_options(self.cfg.to_dict(), outdir) \
+            and rec.get("inputs") == {"input": rel(self.content), "styles": [rel(self.style)]}
+        if ok:
+            cell.record = rec
+        return ok

@@ -9,8 +9,11 @@ from pathlib import Path
 from .. import backbones, explore, sweep
 from ..config import EXPLORE_DEFAULTS, Config
 from ..errors import UserError
+from .executing import executor_from_args
 from .parser import EXIT_INTERRUPTED, options_from_args
 from .progress import Progress
+
+EXIT_FAILED = 1          # some runs failed (each is named in the summary); the rest were done
 
 
 MAX_THUMB = 2048     # a 10 x 10 sweep's contact sheet at this tile is already 1.2 GB of pixels
@@ -19,7 +22,7 @@ SUMMARIES = {"sweep": ("sweep.json", "results.csv", "contact_sheet.png", "losses
                          "textures.png")}
 
 
-def _check_tile(args):
+def check_tile(args):
     if not 16 <= args.thumb <= MAX_THUMB:
         raise UserError(f"option --thumb: must be between 16 and {MAX_THUMB} pixels, got "
                         f"{args.thumb}")
@@ -28,7 +31,7 @@ def _check_tile(args):
         figures.require_plotting()
 
 
-def _seed(outdir: Path, options: dict, kind: str) -> int:
+def remembered_seed(outdir: Path, options: dict, kind: str) -> int:
     """The seed every run shares: the one given, else the one an earlier run of this folder
     chose (so a re-run can skip finished runs), else a new random one. Reads only."""
     from ..tasks import new_seed
@@ -43,7 +46,7 @@ def _seed(outdir: Path, options: dict, kind: str) -> int:
     return new_seed()
 
 
-def _open_folder(outdir: Path, seed: int, kind: str, argv) -> None:
+def open_folder(outdir: Path, seed: int, kind: str, argv) -> None:
     """Create the folder (everything has been checked) and remember the seed in it."""
     from .. import image as imageio
     try:
@@ -79,32 +82,60 @@ class _CellProgress(Progress):
             super().__call__(e)
 
 
-def _run(kind, cells, jobs, outdir, seed, args, argv, interrupt):
-    """Check the outputs, create the folder, run every cell, write the summaries."""
-    sweep.check_outputs(jobs, outdir, args.overwrite, SUMMARIES[kind], kind)
-    _open_folder(outdir, seed, kind, argv)
+def run(kind, cells, jobs, outdir, seed, args, argv, interrupt, executor=None,
+        check=sweep.check_outputs):
+    """Check the outputs (and the summaries the folder will get), create the folder, run every
+    cell on the executor the options chose (``executor`` when given, already made). Returns
+    whether every cell was done."""
+    from .executing import JobsProgress, detail
+    executor = executor or executor_from_args(args)
+    check(jobs, outdir, args.overwrite, SUMMARIES.get(kind, ()), kind)
+    if executor.name != "local":
+        executor.start()            # a cluster that cannot be reached: one line, no folder
+    open_folder(outdir, seed, kind, argv)
     complete = False
+    if executor.name == "local":
+        kw = dict(progress=lambda cell: _CellProgress(interrupt, args.quiet),
+                  announce=_announcer(kind, args.quiet))
+    else:
+        bar = JobsProgress(kind, len(cells), quiet=args.quiet)
+        kw = dict(announce=lambda n, total, cell, skipped: bar(cell.stem, "done earlier, "
+                                                                 "skipped"),
+                  finished=lambda n, total, cell: bar(cell.stem, cell.status, detail(cell)))
     try:
-        complete = sweep.run_cells(
-            cells, jobs, outdir, seed=seed, cancel=interrupt,
-            progress=lambda cell: _CellProgress(interrupt, args.quiet),
-            announce=_announcer(kind, args.quiet))
+        if executor.name != "local":
+            bar.started(sum(1 for c in cells if c.status == "pending"),
+                        f"Ray ({executor.cpus():g} CPUs, {executor.threads} per run)")
+            if interrupt is not None:
+                interrupt.arm()          # Ctrl-C now cancels the running tasks
+        complete = sweep.run_cells(cells, jobs, outdir, seed=seed, cancel=interrupt,
+                                   executor=executor, **kw)
     except KeyboardInterrupt:
         complete = False
+    finally:
+        executor.close()
+        if executor.name != "local":
+            bar.close()
     return complete
 
 
-def _finish(kind, cells, outdir, written, complete):
+def finish(kind, cells, outdir, written, complete):
+    """The summary line(s) and the exit status: 130 when interrupted, 1 when a run failed."""
     ran = sum(c.status == "ran" for c in cells)
     skipped = sum(c.status == "done" for c in cells)
+    failed = [c for c in cells if c.status == "failed"]
     names = ", ".join(p.name for p in written)
     print(f"impasto {kind}: {ran} run, {skipped} skipped (done earlier), "
-          f"{len(cells) - ran - skipped} not run; wrote {names} in {outdir}", file=sys.stderr)
+          + (f"{len(failed)} failed, " if failed else "")
+          + f"{len(cells) - ran - skipped - len(failed)} not run; wrote {names} in {outdir}",
+          file=sys.stderr)
+    for c in failed:
+        print(f"impasto {kind}: failed: {c.stem}: {c.error}", file=sys.stderr)
     if not complete:
         print(f"impasto {kind}: interrupted; run the same command again to continue",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    return EXIT_FAILED if failed else 0
 
 
 def run_sweep(args, argv, interrupt=None) -> int:
@@ -116,7 +147,8 @@ def run_sweep(args, argv, interrupt=None) -> int:
     if (task == "transfer" and n < 2) or (task != "transfer" and n != 1):
         raise UserError(f"impasto sweep --task {task}: give {wanted} (got {n} image"
                         f"{'s' if n != 1 else ''})")
-    _check_tile(args)
+    check_tile(args)
+    executor = executor_from_args(args)
     varies = [sweep.parse_vary(spec, task) for spec in args.vary]
     sweep.check_axes(varies)
     base = {k: v for k, v in options_from_args(args, "transfer").items()
@@ -128,22 +160,23 @@ def run_sweep(args, argv, interrupt=None) -> int:
     cells = sweep.sweep_cells(task, base, varies, prefix)
     jobs = sweep.prepare(cells, {task: (content, styles)}, outdir, plot=args.plot,
                          max_input_pixels=args.max_input_pixels, argv=["impasto", *argv])
-    seed = _seed(outdir, base, "sweep")
+    seed = remembered_seed(outdir, base, "sweep")
     title = sweep.sweep_title(task, [p.split("/")[-1] for p in args.inputs],
                               Config.for_task(task, **{**base, "seed": seed}),
                               {n for v in varies for n in v.names})
     complete = False
     try:
-        complete = _run("sweep", cells, jobs, outdir, seed, args, argv, interrupt)
+        complete = run("sweep", cells, jobs, outdir, seed, args, argv, interrupt, executor)
     finally:
         written = sweep.write_summaries(cells, varies, outdir, title, args.thumb) \
             if outdir.is_dir() else []
-    return _finish("sweep", cells, outdir, written, complete)
+    return finish("sweep", cells, outdir, written, complete)
 
 
 def run_explore(args, argv, interrupt=None) -> int:
     from .. import image as imageio, outputs
-    _check_tile(args)
+    check_tile(args)
+    executor = executor_from_args(args)
     options = {**EXPLORE_DEFAULTS, **options_from_args(args, "transfer")}
     model = Config.for_task("transfer", **options).model    # the options' errors first
     layers = args.layers or explore.blocks(model)
@@ -158,10 +191,10 @@ def run_explore(args, argv, interrupt=None) -> int:
     jobs = sweep.prepare(cells, {"reconstruct": (args.content, []),
                                  "texture": (None, [args.style])}, outdir, plot=args.plot,
                          max_input_pixels=args.max_input_pixels, argv=["impasto", *argv])
-    seed = _seed(outdir, options, "explore")
+    seed = remembered_seed(outdir, options, "explore")
     complete = False
     try:
-        complete = _run("explore", cells, jobs, outdir, seed, args, argv, interrupt)
+        complete = run("explore", cells, jobs, outdir, seed, args, argv, interrupt, executor)
     finally:
         written = sweep.write_summaries(cells, None, outdir, "", args.thumb) \
             if outdir.is_dir() else []
@@ -178,4 +211,4 @@ def run_explore(args, argv, interrupt=None) -> int:
                 fig = explore.figure(source, label, row, outdir, what, args.thumb)
                 imageio.save(fig, outdir / name)
                 written.append(outdir / name)
-    return _finish("explore", cells, outdir, written, complete)
+    return finish("explore", cells, outdir, written, complete)
