@@ -47,7 +47,7 @@ async function upload(blob, name) {
 const text = v => (v === null || v === undefined ? "" : Array.isArray(v) ? v.join(", ") : String(v));
 
 function buildControls(schema) {
-  for (const f of [...schema.fields, ...schema.run_fields]) {
+  for (const f of schema.fields) {
     const id = "opt-" + f.name;
     let input;
     if (f.choices) {
@@ -114,7 +114,7 @@ function readOptions() {
   return out;
 }
 
-function setControls(options, timeLimit) {
+function setControls(options) {
   const layers = state.schema.model_layers[options.model || state.defaults.model] || {};
   for (const f of state.schema.fields) {
     let v = f.name in options ? options[f.name] : f.default;
@@ -123,8 +123,6 @@ function setControls(options, timeLimit) {
     if (f.type === "bool") input.checked = !!v; else input.value = text(v);
     markChanged(f.name);
   }
-  controls.time_limit.input.value = text(timeLimit);
-  markChanged("time_limit");
 }
 
 // ---------------------------------------------------------------- images
@@ -219,8 +217,6 @@ async function start() {
   clearError();
   if (!state.content) return showError("Choose a content image first: drop a photo, or pick an example's \"content\".");
   const body = { task: "transfer", content: state.content.id, options: readOptions() };
-  const limit = value("time_limit");
-  if (limit !== null) body.time_limit = limit;
   try {
     if (regionsOn()) {
       const { blob, colours } = await painter.export();
@@ -245,7 +241,7 @@ async function stop(id) {
 }
 
 // the shown run's (or a history run's) images and options back in the controls
-async function loadRequest({ content, styles = [], options = {}, mask = null, region_styles = [], time_limit = null }, quiet = false) {
+async function loadRequest({ content, styles = [], options = {}, mask = null, region_styles = [] }, quiet = false) {
   clearError();
   const find = id => state.known.get(id);
   if (!find(content)) await refreshKnown();
@@ -263,18 +259,16 @@ async function loadRequest({ content, styles = [], options = {}, mask = null, re
     for (const [h, id] of region_styles) state.regionChoice[h.replace("#", "").toLowerCase()] = id || "";
     await painter.load(find(mask).url);
   }
-  setControls(options, time_limit);
+  setControls(options);
   if (quiet) return;
   $("hint").textContent = "Loaded. Change what you like, then Start.";
   $("controls").scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
 
 function historyRequest(e) {
-  const cmd = e.command || [], i = e.inputs || {};
-  const k = cmd.indexOf("--time-limit");
+  const i = e.inputs || {};
   return { content: i.content && i.content.id, styles: (i.styles || []).map(s => s.id), options: e.options,
-    mask: i.mask && i.mask.id, region_styles: (i.region_styles || []).map(([c, s]) => [c, s && s.id]),
-    time_limit: k >= 0 ? Number(cmd[k + 1]) : null };
+    mask: i.mask && i.mask.id, region_styles: (i.region_styles || []).map(([c, s]) => [c, s && s.id]) };
 }
 
 // ---------------------------------------------------------------- following a run
