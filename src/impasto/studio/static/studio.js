@@ -2,7 +2,7 @@
 // the option controls are built from GET /api/options, so the page holds no defaults.
 import { LossChart } from "/static/chart.js";
 import { Painter, PALETTE } from "/static/paint.js";
-import { Gallery, el, show } from "/static/gallery.js";
+import { Gallery, el, show, stopText } from "/static/gallery.js";
 
 const $ = id => document.getElementById(id);
 const sleep = ms => new Promise(r => setTimeout(r, ms));
@@ -286,6 +286,7 @@ function follow(run) {
   if (state.es) state.es.close();
   state.watch = { id: run.id, state: run.state, request: run.request };
   chart.reset();
+  delete $("run-state").dataset.stop;
   $("stats").replaceChildren();
   $("plan").textContent = "";
   $("progress").value = 0;
@@ -309,7 +310,8 @@ function onEvent(id, ev) {
   else if (ev.kind === "step") { chart.add(ev); showStep(ev); }
   else if (ev.kind === "done") {
     state.es.close();
-    setRunState(ev.state, `${ev.steps} steps` + (ev.state === "stopped" ? `, best image kept (${ev.stopped_by || "stop"})` : ""));
+    setRunState(ev.state, `${ev.steps} steps` + (ev.state === "stopped" ? `, best image kept (${ev.stopped_by || "stop"})` : `, ${stopText(ev.stop_reason)}`));
+    $("run-state").dataset.stop = ev.stop_reason;
     const eta = document.querySelector("dd[data-stat='ETA']");
     if (eta) eta.textContent = "—";
     setPreview(ev.image + "?v=" + Date.now(), ev.steps);
