@@ -158,10 +158,17 @@ def test_preview_while_running_then_stop_keeps_the_best_image(client, pair):
     assert again.status_code == 200 and again.json()["state"] == "stopped"
 
 
-def test_time_limit_and_a_colour_preview_with_preserve_color_luminance(client, pair):
+def test_a_time_budget_ends_the_run_and_a_colour_preview_with_preserve_color_luminance(
+        client, pair):
+    """``options.time`` is the config's time budget: the run plans its steps to fill it, counts
+    from the start of its computation (not from the queue) and ends with stop reason "time",
+    a finished run (not a stopped one)."""
     content, style = pair
-    run = start(client, {"content": content["id"], "styles": [style["id"]], "time_limit": 4,
-                         "options": {**FAST, "steps": 100000, "preserve_color": "luminance"}})
+    t0 = time.monotonic()
+    run = start(client, {"content": content["id"], "styles": [style["id"]],
+                         "options": {"time": "6s", "steps": 100000, "size": 32,
+                                     "precision": "fp32", "seed": 1,
+                                     "preserve_color": "luminance"}})
     while (r := client.get(f"/api/runs/{run['id']}/preview")).status_code != 200:
         assert r.status_code == 204
     # the run paints the luminance; the preview shows it in the content's colours, as the
@@ -169,10 +176,20 @@ def test_time_limit_and_a_colour_preview_with_preserve_color_luminance(client, p
     im = Image.open(io.BytesIO(r.content)).convert("RGB")
     spread = max(max(px) - min(px) for px in im.getdata())
     assert spread > 40, "a grey preview"
-    done = follow(client, run["id"])[-1]
-    assert done["state"] == "stopped" and done["stopped_by"] == "time limit"
+    events = follow(client, run["id"])
+    wall = time.monotonic() - t0
+    done = events[-1]
+    assert done["kind"] == "done" and done["state"] == "done", done
+    assert done["stop_reason"] == "time" and done["stopped_by"] is None
+    assert 1 <= done["steps"] < 100000
+    live = client.get(f"/api/runs/{run['id']}").json()
+    assert live["finished"] - live["started"] <= 6 * 1.3, live
+    assert wall <= 6 * 1.3 + 1.5, wall         # + submitting, reading the last events
     rec = client.get(done["record"]).json()
-    assert rec["command"][-2:] == ["--time-limit", "4"]
+    assert rec["options"]["time"] == "6s" and rec["result"]["stop_reason"] == "time"
+    assert rec["command"] == ["impasto-studio", "run", run["id"]]
+    h = client.get("/api/history").json()["runs"][0]
+    assert h["state"] == "done" and h["result"]["stop_reason"] == "time"
 
 
 def test_queue_order_and_cancel_from_the_queue(make_client, tmp_path):
@@ -230,6 +247,11 @@ def test_the_option_controls_come_from_the_config(client):
     assert fields["style_weight"]["help"].startswith("weight of the style loss")
     assert fields["preserve_color"]["choices"] == ["none", "luminance", "histogram"]
     assert fields["size"]["group"] == "main" and fields["history_size"]["group"] == "advanced"
+    # the time budget is the config's own option, a main control right after the steps
+    names = [f["name"] for f in s["fields"]]
+    assert names[:3] == ["size", "steps", "time"] and "run_fields" not in s
+    assert fields["time"]["type"] == "str" and fields["time"]["default"] is None
+    assert fields["time"]["group"] == "main" and fields["time"]["metavar"] == "DURATION"
     assert "weights" not in fields and "style_blend" not in fields and "temporal" not in fields
     assert s["model_layers"]["vgg19"]["content_layers"] == ["relu4_2"]
     tex = {f["name"]: f for f in client.get("/api/options", params={"task": "texture"}).json()["fields"]}
@@ -248,7 +270,8 @@ def cli_message(**options) -> str:
 @pytest.mark.parametrize("options", [
     {"size": 8}, {"size": "big"}, {"steps": -1}, {"sise": 64},
     {"optimizer": "sgd"}, {"size": 8, "style_weight": "x"}, {"seed": 1.5},
-    {"preserve_color": "luminance", "color_from": "style"},
+    {"preserve_color": "luminance", "color_from": "style"}, {"time": "soon"}, {"time": "0s"},
+    {"time": 60},
 ])
 def test_bad_options_get_the_run_apis_message(client, pair, tmp_path, options):
     content, style = pair
@@ -277,7 +300,9 @@ def test_the_same_message_as_the_command_line(client, pair, run_cli, image_files
     ({"content": "C", "styles": ["S"], "options": {"init": "/etc/passwd"}}, 400,
      "option --init: '/etc/passwd' is not one of"),
     ({"content": "C", "styles": ["S"], "output": "/tmp/x.png"}, 400, "'output': unknown field"),
-    ({"content": "C", "styles": ["S"], "time_limit": -1}, 400, "time_limit: -1 is not"),
+    ({"content": "C", "styles": ["S"], "time_limit": 60}, 400, "'time_limit': unknown field"),
+    ({"content": "C", "styles": ["S"], "options": {"time": "soon"}}, 400,
+     "option --time: 'soon' is not a duration such as 30s, 2m, 1m30s or 1h"),
     ({"content": "C", "styles": "S"}, 400, "is not a list of image ids"),
     ({"content": "C", "styles": ["S"], "task": "video"}, 400, "task: 'video' is not one of"),
     ({"content": "C"}, 400, "impasto transfer: give a STYLE image"),

@@ -1,7 +1,9 @@
 """The studio in a real browser: headless Chromium (Debian's ``chromium``, driven by
 Playwright) against a real ``impasto serve``, used as a person would: upload two tiny images,
 start, watch the preview change, stop it and see the final image and it in the history, paint a
-region and run it to the end, open the history, and see a bad upload's error in the page.
+region and run it to the end, open the history, run with a time budget (a bad one refused with
+the run API's message, then 10s ending with stop reason "time"), and see a bad upload's error in
+the page.
 
 Screenshots of each stage are written to tests/studio/screenshots/ (or $IMPASTO_SCREENSHOTS).
 Without a Chromium the test skips, unless IMPASTO_REQUIRE_BROWSER=1 (``make test`` sets it and
@@ -75,6 +77,10 @@ def test_the_page_in_a_browser(page, studio_server, tmp_path):  # noqa: F811
     page.goto(url)
     page.wait_for_selector("body[data-ready='1']")
     assert page.input_value("#opt-size") == "512"               # the config's default
+    # the time budget is the config's option, a text field among the main controls
+    assert [page.get_attribute(f"#main-options .field >> nth={k}", "data-name")
+            for k in range(3)] == ["size", "steps", "time"]
+    assert page.get_attribute("#opt-time", "type") == "text" and page.input_value("#opt-time") == ""
     assert page.inner_text(".field[data-name='style_weight'] small") == "weight of the style loss"
     page.set_input_files("#content-file", str(photo))
     page.wait_for_selector("#content-name:has-text('photo.png')")
@@ -152,11 +158,44 @@ def test_the_page_in_a_browser(page, studio_server, tmp_path):  # noqa: F811
     shot(page, "05_compare.png")
     page.keyboard.press("Escape")
 
+    # a time budget: a bad one gets the run API's message, and marks the control
+    page.uncheck("#regions-on")
+    page.fill("#opt-steps", "100000")
+    page.fill("#opt-time", "soon")
+    page.click("#start")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error-text").startswith(
+        "option --time: 'soon' is not a duration such as 30s, 2m, 1m30s or 1h")
+    assert "bad" in page.get_attribute(".field[data-name='time']", "class")
+    # 10s: sent as the string it is, planned to fill the budget, ended by it
+    page.fill("#opt-time", "10s")
+    page.click("#error-close")
+    page.locator("header").scroll_into_view_if_needed()      # the page's top: the panel as first seen
+    box = page.locator("#controls").bounding_box()
+    page.screenshot(path=str(SHOTS / "06_time_control.png"),
+                    clip={**box, "height": min(box["height"], 560)})
+    with page.expect_request(lambda r: r.url.endswith("/api/runs") and r.method == "POST") as req:
+        page.click("#start")
+    assert req.value.post_data_json["options"]["time"] == "10s"
+    t0 = time.time()
+    wait_end(page, "done")
+    assert time.time() - t0 < 10 * 1.3 + 3            # + the page's own polling
+    assert page.get_attribute("#run-state", "data-stop") == "time"
+    assert "time budget reached" in page.inner_text("#run-state")
+    page.wait_for_selector(".card:nth-child(3)")
+    assert page.inner_text(".card >> nth=0 >> .badge.time") == "time"
+    assert "of 10s" in page.inner_text(".card >> nth=0")
+    page.click(".card >> nth=0 >> img")
+    page.wait_for_selector("#detail[open]")
+    assert page.inner_text("#detail td[data-stop='time']") == "time budget reached"
+    shot(page, "07_time_budget.png", full=True)
+    page.keyboard.press("Escape")
+
     # a bad upload: one clear error in the page, nothing stored, the studio carries on
     uploads = sorted(p.name for p in (data / "uploads").iterdir())
     page.set_input_files("#content-file", str(junk))
     page.wait_for_selector("#error:not([hidden])")
     assert "not an image Pillow can read" in page.inner_text("#error-text")
-    shot(page, "06_bad_upload.png")
+    shot(page, "08_bad_upload.png")
     assert sorted(p.name for p in (data / "uploads").iterdir()) == uploads
     assert not [e for e in page.errors if "status of 400" not in e], page.errors

@@ -45,8 +45,8 @@ ENDPOINTS = [
     ("GET", "/api/examples", "the bundled example images"),
     ("POST", "/api/uploads?name=NAME", "upload an image (the body is the file's bytes)"),
     ("GET", "/api/uploads/ID", "an uploaded image, as JPEG"),
-    ("POST", "/api/runs", "start a run: {task, content, styles, options, mask, region_styles, "
-                          "time_limit}"),
+    ("POST", "/api/runs", "start a run: {task, content, styles, options, mask, "
+                          "region_styles}"),
     ("GET", "/api/runs", "this session's runs, queued and running first"),
     ("GET", "/api/runs/ID", "one run (live, or from its record)"),
     ("GET", "/api/runs/ID/events?after=N", "its events as Server-Sent Events"),

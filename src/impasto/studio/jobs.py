@@ -123,14 +123,13 @@ class Run:
         self.created, self.started, self.finished = time.time(), None, None
         self.error: Optional[str] = None
         self.stop_reason: Optional[str] = None
-        self.stopped_by: Optional[str] = None         # "stop", "time limit"
+        self.stopped_by: Optional[str] = None         # "stop", "server shutdown"
         self.cancel = threading.Event()
         self.events: list[dict] = []
         self.plan: Optional[dict] = None
         self.last: Optional[dict] = None
         self.preview = Preview()
         self.eta: Optional[Eta] = None
-        self.timer: Optional[threading.Timer] = None
 
     def emit(self, event: dict) -> None:
         event["seq"] = len(self.events) + 1
@@ -149,10 +148,6 @@ class Run:
                     and job.loaded.content is not None:
                 self.preview.finish = with_content_colour(job.loaded.content)
             self.emit(dict(self.plan))
-            if self.spec.time_limit:       # the limit counts the painting, not the start-up
-                self.timer = threading.Timer(self.spec.time_limit, self.stop, args=("time limit",))
-                self.timer.daemon = True
-                self.timer.start()
         elif e.kind == "step":
             rate = e.step / e.elapsed if e.elapsed > 0 else None
             self.last = {"kind": "step", "step": e.step, "total_steps": e.total_steps,
@@ -293,8 +288,6 @@ class Jobs:
             try:
                 self._run(run)
             finally:
-                if run.timer is not None:
-                    run.timer.cancel()
                 with self.cond:
                     self.current = None
                     run.job = None           # the decoded inputs are no longer needed

@@ -15,23 +15,13 @@ from ..config import INITS, Config
 from ..errors import UserError
 
 # The options a person actually turns, in the page's order; the rest go in "advanced".
-MAIN = ("size", "steps", "style_weight", "content_weight", "tv_weight", "style_scale",
+MAIN = ("size", "steps", "time", "style_weight", "content_weight", "tv_weight", "style_scale",
         "preserve_color", "color_from", "init", "seed", "optimizer", "model")
 # Options the page sets itself (the blend comes from the style weights) or cannot take: a
 # file path typed by a client is never opened, so weights and a file init are refused.
 SET_BY_PAGE = ("style_blend",)
 PATH_OPTIONS = ("weights",)
 TASKS = ("transfer", "texture", "reconstruct")
-
-# Options of the studio run itself, not of the config (they are not in the run record).
-RUN_FIELDS = [
-    {"name": "time_limit", "type": "float", "optional": True, "default": None,
-     "default_text": "none", "group": "main", "choices": None, "metavar": "SECONDS",
-     "help": "stop the run after this many seconds of painting (start-up not counted), keeping the best image so far (as Stop "
-             "does; the record then says the run was interrupted). Empty: no limit, the step "
-             "budget decides"},
-]
-
 
 def _type_name(name: str) -> str:
     kind, _ = config_mod.field_type(name)
@@ -65,7 +55,7 @@ def schema(task: str = "transfer") -> dict:
     from .. import backbones
     layers = {m: dict(zip(("content_layers", "style_layers"), backbones.default_layers(m)))
               for m in backbones.MODELS}      # what None means for each model's layers
-    return {"task": task, "fields": fields, "run_fields": RUN_FIELDS, "model_layers": layers}
+    return {"task": task, "fields": fields, "model_layers": layers}
 
 
 def check_options(task: str, options) -> dict:

@@ -3,11 +3,14 @@
 options go to the run API untouched, so their checks and messages are the command line's.
 
     {"task": "transfer", "content": ID, "styles": [ID, ...], "options": {"size": 384, ...},
-     "mask": ID, "region_styles": [["ff0000", ID], ["0000ff", null]], "time_limit": 60}
+     "mask": ID, "region_styles": [["ff0000", ID], ["0000ff", null]]}
+
+A time budget is the config's own option, ``options.time`` ("30s", "2m"): it counts from
+the start of the run's computation (``api.Request.started_at`` is left None), not from when
+the run was queued.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -17,7 +20,7 @@ from ..errors import UserError
 from . import options as studio_options
 from .uploads import Sources
 
-FIELDS = ("task", "content", "styles", "options", "mask", "region_styles", "time_limit")
+FIELDS = ("task", "content", "styles", "options", "mask", "region_styles")
 OUTPUT_NAME = "painting.png"
 
 
@@ -30,21 +33,17 @@ class RunSpec:
     styles: list = field(default_factory=list)
     mask: Optional[str] = None
     region_styles: list = field(default_factory=list)    # [[colour, id or None]]
-    time_limit: Optional[float] = None
     paths: dict = field(default_factory=dict)            # id -> Path
 
     def public(self) -> dict:
         """The request as JSON (ids, never paths)."""
         return {"task": self.task, "content": self.content, "styles": list(self.styles),
                 "options": dict(self.options), "mask": self.mask,
-                "region_styles": [list(r) for r in self.region_styles],
-                "time_limit": self.time_limit}
+                "region_styles": [list(r) for r in self.region_styles]}
 
     def request(self, output: Path, run_id: str, max_input_pixels: int) -> api.Request:
         p = self.paths
         argv = ["impasto-studio", "run", run_id]
-        if self.time_limit:
-            argv += ["--time-limit", f"{self.time_limit:g}"]
         return api.Request(
             self.task, dict(self.options),
             content=str(p[self.content]) if self.content else None,
@@ -100,10 +99,4 @@ def parse(body, sources: Sources) -> RunSpec:
         else:
             region_styles.append([colour, _id(s, f"region_styles[{colour[:20]}]", sources,
                                               paths)])
-    limit = body.get("time_limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
-                              or not math.isfinite(limit) or limit <= 0):
-        raise UserError(f"time_limit: {show(limit, 40)} is not a positive number of seconds "
-                        "(or null for none)")
-    return RunSpec(task, options, content, styles, mask, region_styles,
-                   float(limit) if limit is not None else None, paths)
+    return RunSpec(task, options, content, styles, mask, region_styles, paths)

@@ -26,6 +26,19 @@ export const show = v => {
   return String(v);
 };
 
+// why a run ended (the run record's stop_reason), in words
+const STOPS = { budget: "step budget used", converged: "converged", "no-improvement": "no improvement",
+  "non-finite": "the loss became non-finite", interrupted: "stopped", time: "time budget reached" };
+export const stopText = r => (r ? STOPS[r] || r : "—");
+
+// the badge of a finished run: stopped by hand, or ended by its time budget
+function badge(e) {
+  const reason = (e.result || {}).stop_reason;
+  if (e.state === "stopped") return el("span", { class: "badge stopped" }, "stopped");
+  if (reason === "time") return el("span", { class: "badge time", title: stopText(reason) }, "time");
+  return null;
+}
+
 function title(e) {
   const i = e.inputs || {};
   const content = i.content ? i.content.name : e.task;
@@ -65,9 +78,9 @@ export class Gallery {
         el("img", { src: e.urls.thumb + "?v=" + e.finished, alt: title(e), loading: "lazy", onclick: () => this.open(e) }),
         pick,
         el("div", { class: "title", title: title(e) }, title(e)),
-        el("div", {}, `${o.size}px · ${r.steps} steps · ${secs(t.total_s)}`),
+        el("div", {}, `${o.size}px · ${r.steps} steps · ${secs(t.total_s)}${o.time ? " of " + o.time : ""}`),
         el("div", {}, `sw ${show(o.style_weight)} · cw ${show(o.content_weight)}${o.preserve_color !== "none" ? " · " + o.preserve_color : ""}`),
-        el("div", {}, `loss ${show(r.loss)} `, e.state === "stopped" ? el("span", { class: "badge stopped" }, "stopped") : null,
+        el("div", {}, `loss ${show(r.loss)} `, badge(e),
           " ", el("span", { class: "muted" }, new Date(e.finished * 1000).toLocaleTimeString())));
       g.append(card);
     }
@@ -95,7 +108,7 @@ export class Gallery {
     const body = el("div", { class: "detail" },
       el("div", {}, el("img", { src: e.urls.image + "?v=" + e.finished, alt: title(e) })),
       el("div", {},
-        el("h2", {}, title(e), e.state === "stopped" ? el("span", { class: "badge stopped" }, "stopped") : null),
+        el("h2", {}, title(e), badge(e)),
         el("div", { class: "links" },
           el("a", { href: e.urls.image + "?download=1", download: "" }, "Download PNG"),
           el("a", { href: e.urls.record + "?download=1", download: "" }, "Download record"),
@@ -106,7 +119,7 @@ export class Gallery {
           el("tr", {}, el("td", {}, "loss"), el("td", {}, show(r.loss))),
           ...Object.entries(r.terms || {}).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, show(v)))),
           el("tr", {}, el("td", {}, "steps"), el("td", {}, show(r.steps))),
-          el("tr", {}, el("td", {}, "stop"), el("td", {}, show(r.stop_reason))),
+          el("tr", {}, el("td", {}, "stop"), el("td", { "data-stop": r.stop_reason || "" }, stopText(r.stop_reason))),
           el("tr", {}, el("td", {}, "time"), el("td", {}, `${secs(t.total_s)} (setup ${secs(t.setup_s)}, optimise ${secs(t.optimise_s)})`)),
           el("tr", {}, el("td", {}, "on"), el("td", {}, `${e.precision} on ${e.device}`)),
           el("tr", {}, el("td", {}, "scales"), el("td", {}, (e.schedule || []).map(([s, n]) => `${s}px ×${n}`).join(" → ")))),

@@ -2,7 +2,7 @@
 // the option controls are built from GET /api/options, so the page holds no defaults.
 import { LossChart } from "/static/chart.js";
 import { Painter, PALETTE } from "/static/paint.js";
-import { Gallery, el, show } from "/static/gallery.js";
+import { Gallery, el, show, stopText } from "/static/gallery.js";
 
 const $ = id => document.getElementById(id);
 const sleep = ms => new Promise(r => setTimeout(r, ms));
@@ -47,7 +47,7 @@ async function upload(blob, name) {
 const text = v => (v === null || v === undefined ? "" : Array.isArray(v) ? v.join(", ") : String(v));
 
 function buildControls(schema) {
-  for (const f of [...schema.fields, ...schema.run_fields]) {
+  for (const f of schema.fields) {
     const id = "opt-" + f.name;
     let input;
     if (f.choices) {
@@ -114,7 +114,7 @@ function readOptions() {
   return out;
 }
 
-function setControls(options, timeLimit) {
+function setControls(options) {
   const layers = state.schema.model_layers[options.model || state.defaults.model] || {};
   for (const f of state.schema.fields) {
     let v = f.name in options ? options[f.name] : f.default;
@@ -123,8 +123,6 @@ function setControls(options, timeLimit) {
     if (f.type === "bool") input.checked = !!v; else input.value = text(v);
     markChanged(f.name);
   }
-  controls.time_limit.input.value = text(timeLimit);
-  markChanged("time_limit");
 }
 
 // ---------------------------------------------------------------- images
@@ -219,8 +217,6 @@ async function start() {
   clearError();
   if (!state.content) return showError("Choose a content image first: drop a photo, or pick an example's \"content\".");
   const body = { task: "transfer", content: state.content.id, options: readOptions() };
-  const limit = value("time_limit");
-  if (limit !== null) body.time_limit = limit;
   try {
     if (regionsOn()) {
       const { blob, colours } = await painter.export();
@@ -245,7 +241,7 @@ async function stop(id) {
 }
 
 // the shown run's (or a history run's) images and options back in the controls
-async function loadRequest({ content, styles = [], options = {}, mask = null, region_styles = [], time_limit = null }, quiet = false) {
+async function loadRequest({ content, styles = [], options = {}, mask = null, region_styles = [] }, quiet = false) {
   clearError();
   const find = id => state.known.get(id);
   if (!find(content)) await refreshKnown();
@@ -263,18 +259,16 @@ async function loadRequest({ content, styles = [], options = {}, mask = null, re
     for (const [h, id] of region_styles) state.regionChoice[h.replace("#", "").toLowerCase()] = id || "";
     await painter.load(find(mask).url);
   }
-  setControls(options, time_limit);
+  setControls(options);
   if (quiet) return;
   $("hint").textContent = "Loaded. Change what you like, then Start.";
   $("controls").scrollIntoView({ behavior: "smooth", block: "nearest" });
 }
 
 function historyRequest(e) {
-  const cmd = e.command || [], i = e.inputs || {};
-  const k = cmd.indexOf("--time-limit");
+  const i = e.inputs || {};
   return { content: i.content && i.content.id, styles: (i.styles || []).map(s => s.id), options: e.options,
-    mask: i.mask && i.mask.id, region_styles: (i.region_styles || []).map(([c, s]) => [c, s && s.id]),
-    time_limit: k >= 0 ? Number(cmd[k + 1]) : null };
+    mask: i.mask && i.mask.id, region_styles: (i.region_styles || []).map(([c, s]) => [c, s && s.id]) };
 }
 
 // ---------------------------------------------------------------- following a run
@@ -292,6 +286,7 @@ function follow(run) {
   if (state.es) state.es.close();
   state.watch = { id: run.id, state: run.state, request: run.request };
   chart.reset();
+  delete $("run-state").dataset.stop;
   $("stats").replaceChildren();
   $("plan").textContent = "";
   $("progress").value = 0;
@@ -315,7 +310,8 @@ function onEvent(id, ev) {
   else if (ev.kind === "step") { chart.add(ev); showStep(ev); }
   else if (ev.kind === "done") {
     state.es.close();
-    setRunState(ev.state, `${ev.steps} steps` + (ev.state === "stopped" ? `, best image kept (${ev.stopped_by || "stop"})` : ""));
+    setRunState(ev.state, `${ev.steps} steps` + (ev.state === "stopped" ? `, best image kept (${ev.stopped_by || "stop"})` : `, ${stopText(ev.stop_reason)}`));
+    $("run-state").dataset.stop = ev.stop_reason;
     const eta = document.querySelector("dd[data-stat='ETA']");
     if (eta) eta.textContent = "—";
     setPreview(ev.image + "?v=" + Date.now(), ev.steps);
