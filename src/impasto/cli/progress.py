@@ -14,7 +14,8 @@ class Progress:
     kernels at a new size, several times a normal step), and the work left is weighted by the
     schedule's pixels, so coarse steps count cheap and fine ones dear."""
 
-    def __init__(self, stream=sys.stderr, quiet=False):
+    def __init__(self, stream=None, quiet=False):
+        stream = stream or sys.stderr       # the stderr of now, not of import time
         self.stream, self.quiet = stream, quiet
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last_print = -1.0
@@ -115,7 +116,8 @@ class FrameProgress:
     """Frame i/N and step j/M with an ETA over the whole clip; on a terminal one updating line,
     otherwise one line per finished frame."""
 
-    def __init__(self, count, stream=sys.stderr, quiet=False):
+    def __init__(self, count, stream=None, quiet=False):
+        stream = stream or sys.stderr
         self.count, self.stream, self.quiet = count, stream, quiet
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.start = time.perf_counter()
