@@ -7,6 +7,8 @@ and runs every job as a one-thread task. Prints a markdown table: wall time of e
 speed-up, the mean seconds of a job inside its process, and Ray's overhead: the cluster's
 start-up, and per job everything that is not computing (start-up, transferring the images,
 scheduling, results), i.e. Ray's wall time less the jobs' own seconds spread over the workers.
+A third row runs the same jobs in --workers plain processes without Ray: the ceiling that the
+cores set, against which Ray's own cost shows.
 
     OMP_NUM_THREADS=1 python benchmarks/batch.py --size 160 --steps 60
 """
@@ -53,6 +55,29 @@ def jobs_for(contents, styles, outdir: Path, options: dict):
     return cells, jobs
 
 
+class Processes:
+    """The baseline of what the cores allow without Ray: ``workers`` plain OS processes
+    (spawned, one torch thread each) running the same jobs with the same worker function as
+    Ray's tasks (``executors.base.run_request``); no object store, no scheduler."""
+    name = "processes"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def run(self, works, **kw):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from impasto.executors import base
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+            futures = {pool.submit(base.run_request, base.absolute_request(w.request), 1, []):
+                       (w, time.perf_counter()) for w in works}
+            for f in as_completed(futures):
+                w, t = futures[f]
+                yield base.from_summary(w, f.result(), time.perf_counter() - t)
+
+
 def run(executor, contents, styles, outdir, options):
     from impasto import sweep
     shutil.rmtree(outdir, ignore_errors=True)
@@ -97,6 +122,7 @@ def main(argv=None):
     cores = os.cpu_count()
     local = executors.make("local", threads=cores)
     loc = run(local, contents, styles, out / "local", options)
+    procs = run(Processes(a.workers), contents, styles, out / "processes", options)
     import logging
 
     import ray
@@ -137,6 +163,9 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| local | {n} | {local.threads} | {loc['wall']:.1f} | 1.00x | "
           f"{statistics.mean(loc['seconds']):.2f} | | | |")
+    print(f"| {a.workers} plain processes (no Ray: what the cores allow) | {n} | 1 | "
+          f"{procs['wall']:.1f} | {loc['wall'] / procs['wall']:.2f}x | "
+          f"{statistics.mean(procs['seconds']):.2f} | | | |")
     print(f"| ray, local cluster of {a.workers} CPUs | {n} | 1 | {r['wall']:.1f} | "
           f"{loc['wall'] / r['wall']:.2f}x | {mean_job:.2f} | {init_s:.1f} | "
           f"{run_over / n:.2f} ({100 * run_over / n / mean_job:.1f}%) | "
@@ -146,6 +175,7 @@ def main(argv=None):
           f"overhead {over:.1f} s (cluster start-up {init_s:.1f} s, driver-side checks and "
           f"decoding {r['prep']:.1f} s, the rest {over - init_s - r['prep']:.1f} s: worker "
           "start, transfers, scheduling, the last job waiting alone).")
+    print(f"Ray reaches {procs['wall'] / r['wall']:.0%} of the plain processes' speed.")
     if laters:
         print(f"first job in each worker process {statistics.mean(firsts):.2f} s, later jobs "
               f"{statistics.mean(laters):.2f} s (the network is built once per process)")

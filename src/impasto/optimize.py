@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
+from . import optimizers
 from .config import Config
 
 _DEFAULTS = Config()   # the defaults live in the config; a Settings() repeats none of them
@@ -59,13 +60,18 @@ class Settings:
                    patience=cfg.patience)
 
 
-def make_optimizer(params, s: Settings):
-    if s.optimizer == "lbfgs":
-        return torch.optim.LBFGS(params, lr=s.lr, max_iter=1, history_size=s.history_size,
-                                 line_search_fn="strong_wolfe" if s.line_search else None,
+def make_optimizer(x: torch.Tensor, s: Settings):
+    """The optimiser of ``x``: impasto's own L-BFGS and Adam (see optimizers.py: they spare
+    every run the 3-4 s import that ``torch.optim`` costs), ``torch.optim.LBFGS`` for the
+    strong-Wolfe line search."""
+    if s.optimizer == "lbfgs" and s.line_search:
+        return torch.optim.LBFGS([x], lr=s.lr, max_iter=1, history_size=s.history_size,
+                                 line_search_fn="strong_wolfe",
                                  tolerance_grad=0.0, tolerance_change=0.0)
+    if s.optimizer == "lbfgs":
+        return optimizers.LBFGS(x, lr=s.lr, history_size=s.history_size)
     if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr)
+        return optimizers.Adam(x, lr=s.lr)
     raise ValueError(f"unknown optimizer {s.optimizer!r}")
 
 
@@ -87,14 +93,15 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
     ``time.perf_counter()`` value) let several calls report as one run, e.g. across scales.
     """
     x = x0.detach().clone().contiguous().requires_grad_(True)
-    opt = make_optimizer([x], settings)
+    opt = make_optimizer(x, settings)
     best = {"loss": math.inf, "image": x0.detach().clone(), "terms": None}
     last = {}
     evals = 0
 
     def closure():
         nonlocal evals
-        opt.zero_grad(set_to_none=False)
+        if x.grad is not None:
+            x.grad.zero_()
         loss, terms = fn(x)
         loss.backward()
         values = torch.cat([loss.detach().float().reshape(1), terms.float()]).tolist()
