@@ -67,3 +67,37 @@ def test_a_bad_budget_through_the_cli(run_cli, image_files):
     proc = run_cli("transfer", image_files["content"], image_files["style"], "-o",
                    image_files["out"] / "t.png", "--time", "soon")
     assert proc.returncode == 2 and "--time: 'soon' is not a duration" in proc.stderr
+
+
+def test_eta_comes_from_the_plan_from_the_first_step_then_from_what_steps_took():
+    from impasto.budget import WARM_UP_STEPS, Eta
+    eta = Eta([(128, 10), (256, 10)], step_seconds=[0.1, 0.4])
+    total = WARM_UP_STEPS * 0.1 + 9 * 0.1 + WARM_UP_STEPS * 0.4 + 9 * 0.4
+    eta.observe(1, 0.3, scale=0)                      # the warm-up step: not timed
+    assert eta.left(1, 20) == pytest.approx(total - WARM_UP_STEPS * 0.1)
+    eta.observe(2, 0.5, scale=0)                      # steady steps take twice the plan
+    eta.observe(3, 0.7, scale=0)
+    assert eta.left(3, 20) == pytest.approx(2 * (total - WARM_UP_STEPS * 0.1 - 2 * 0.1))
+    assert eta.left(20, 20) == 0
+
+
+def test_eta_without_a_plan_waits_for_a_steady_step():
+    from impasto.budget import Eta
+    eta = Eta([(128, 3)])
+    eta.observe(1, 5.0)
+    assert eta.left(1, 3) is None
+    eta.observe(2, 6.0)
+    assert eta.left(2, 3) == pytest.approx(1.0)
+    wrong = Eta([(128, 3), (256, 3)], step_seconds=[0.1])   # a plan that does not fit
+    assert wrong.left(1, 6) is None
+
+
+def test_cli_shows_the_plans_eta_at_the_first_step(run_cli, image_files):
+    out = image_files["out"] / "o.png"
+    r = run_cli("transfer", image_files["content"], image_files["style"], "-o", out,
+                "--size", "48", "--steps", "10")
+    assert r.returncode == 0, r.stderr
+    first = next(l for l in r.stderr.splitlines() if l.startswith("step 1/"))
+    assert "eta ?" not in first and " eta " in first, first
+    plan = next(l for l in r.stderr.splitlines() if l.startswith("impasto: "))
+    assert ", time " in plan, plan

@@ -64,6 +64,7 @@ class PlanEvent:
     tiles: list = field(default_factory=list)   # per scale: tile px, or None (untiled)
     history: int = 0        # L-BFGS history entries that fit the budget
     budget_bytes: Optional[float] = None
+    step_seconds: list = field(default_factory=list)  # per scale: planned seconds of a step
     kind: str = "plan"
 
 
@@ -295,7 +296,8 @@ class Job:
             emit(PlanEvent(info["schedule"], info["output_hw"], info["precision"],
                            info["device"], peak, info.get("seconds"),
                            info.get("available_bytes"), self.reads(), info.get("tiles", []),
-                           info.get("history", 0), info.get("budget_bytes")))
+                           info.get("history", 0), info.get("budget_bytes"),
+                           info.get("step_seconds", [])))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,

@@ -59,6 +59,12 @@ def plan_steps(costs: list[float], seconds: float, ceiling: int) -> list[int]:
     return counts
 
 
+def plan_seconds(costs: list[float], counts: list[int]) -> float:
+    """Seconds the steps ``counts`` take at ``costs`` per step, each scale's first step (new
+    kernels, new targets) counted as WARM_UP_STEPS steps."""
+    return sum(c * (n + WARM_UP_STEPS - 1) for c, n in zip(costs, counts) if n > 0)
+
+
 def corrected(costs: list[float], k: int, history: list) -> list[float]:
     """``costs`` scaled by how much the steady steps of scale ``k`` (all but its first, from
     its history's times) really cost against ``costs[k]``."""
@@ -89,3 +95,50 @@ def process_start() -> float:
         return time.perf_counter() - max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return time.perf_counter()
+
+
+class Eta:
+    """Seconds left in a run, for every front end's progress display.
+
+    From the first step it is the plan's: ``step_seconds`` (what a step costs at each scale on
+    this machine, measured before the run starts) summed over the steps left, each scale's
+    first step counted as WARM_UP_STEPS steps (it builds kernels and targets at a new size).
+    Once steps after the first of a scale have been timed, the plan is scaled by what they
+    really took against what it said. Without planned costs the work left is weighted by the
+    schedule's pixels (coarse steps are cheap), and there is no ETA until a steady step has
+    been timed."""
+
+    def __init__(self, schedule, step_seconds=None):
+        self.planned = bool(step_seconds) and len(step_seconds) == len(schedule)
+        self.work, total = [], 0.0     # cumulative work after each step
+        for k, (side, n) in enumerate(schedule):
+            for i in range(n):
+                if self.planned:
+                    total += step_seconds[k] * (WARM_UP_STEPS if i == 0 else 1)
+                else:
+                    total += side * side
+                self.work.append(total)
+        self.prev = None                # (step, elapsed, scale) of the step before
+        self.spent = self.measured = 0.0   # seconds and work of the steady steps
+
+    def _work_of(self, step):
+        if 0 < step <= len(self.work):
+            return self.work[step - 1] - (self.work[step - 2] if step > 1 else 0)
+        return 1
+
+    def observe(self, step: int, elapsed: float, scale: int = 0) -> None:
+        """Take the step's time into the rate unless it is the first of its scale."""
+        if self.prev is not None and step == self.prev[0] + 1 and scale == self.prev[2]:
+            self.spent += elapsed - self.prev[1]
+            self.measured += self._work_of(step)
+        self.prev = (step, elapsed, scale)
+
+    def left(self, step: int, total_steps: int):
+        """Seconds left after ``step``, or None (no plan, nothing steady timed yet)."""
+        if self.measured <= 0 and not self.planned:
+            return None
+        if 0 < step <= len(self.work):
+            work = self.work[-1] - self.work[step - 1]
+        else:
+            work = max(0, total_steps - step)
+        return (self.spent / self.measured if self.measured > 0 else 1.0) * work

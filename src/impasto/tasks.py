@@ -281,15 +281,19 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         deadline, costs, plan = _time_plan(cfg, plan, aspect_src.shape[-2:], layers, memory,
                                            throughput, t0 if started is None else started)
     if on_plan is not None and layers:
-        from . import estimate
-        big = cfg.size >= 1024
-        if throughput is None and big:
-            throughput = estimate.measure_throughput(net, deepest, device)
+        from . import budget, estimate
+        if throughput is None:      # what a step costs here: a quick measurement (~0.3 s)
+            throughput = estimate.measure_throughput(net, deepest, device,
+                                                     side=min(192, plan[0][0]), repeats=1)
+        if costs is None:
+            costs = _step_costs(cfg, plan, aspect_src.shape[-2:], layers, memory, throughput)
         margin = tiled_geometry(cfg.model, layers).margin if any(memory["tiles"]) else 0
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
                                  throughput, style_hws=style_hws, tiles=memory["tiles"],
                                  margin=margin)
         info["peak_bytes"] = memory["peak_bytes"]
+        info["step_seconds"] = list(costs)
+        info["seconds"] = budget.plan_seconds(costs, [n for _, n in plan])
         if deadline is not None:
             info["seconds"] = deadline - (t0 if started is None else started)
         on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
@@ -357,10 +361,21 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
 
 def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began):
     """(deadline, seconds per step at each scale, the plan of steps that fills the budget)."""
-    from . import budget, estimate
-    from .tiled import geometry
+    from . import budget
     seconds = budget.parse_duration(cfg.time)
     deadline = began + seconds * (1 - budget.RESERVE)
+    costs = _step_costs(cfg, plan, aspect_hw, layers, memory, throughput)
+    left = deadline - time.perf_counter()
+    budget.check_fits(left, costs[-1], seconds)
+    counts = budget.plan_steps(costs, left, cfg.steps)
+    return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
+
+
+def _step_costs(cfg, plan, aspect_hw, layers, memory, throughput) -> list:
+    """Seconds one step takes at each scale of ``plan`` at ``throughput`` FLOP/s, tiling's
+    extra work included."""
+    from . import budget, estimate
+    from .tiled import geometry
     deepest = backbones.deepest(cfg.model, layers)
     margin = geometry(cfg.model, layers).margin if any(memory["tiles"]) else 0
     costs = []
@@ -370,10 +385,7 @@ def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began):
         if tile:
             flops *= estimate.tiling_factor(hw, tile, margin)
         costs.append(budget.seconds_per_step(flops, throughput))
-    left = deadline - time.perf_counter()
-    budget.check_fits(left, costs[-1], seconds)
-    counts = budget.plan_steps(costs, left, cfg.steps)
-    return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
+    return costs
 
 
 def plan_memory(cfg: Config, layers, content_layers, plan, aspect_hw, precision, device,

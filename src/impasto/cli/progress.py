@@ -6,13 +6,13 @@ import math
 import sys
 import time
 
-class Progress:
-    """A progress bar on stderr: step, loss terms, rate; a line per 10% when not a terminal.
+from ..budget import Eta
 
-    The ETA is honest from the second step on: the time per unit of work (pixels) is measured
-    on the steps after the first of each scale (the first pays for building the network's
-    kernels at a new size, several times a normal step), and the work left is weighted by the
-    schedule's pixels, so coarse steps count cheap and fine ones dear."""
+
+class Progress:
+    """A progress bar on stderr: step, loss terms, rate and the ETA of ``budget.Eta`` (the
+    plan's from the first step, corrected by the steps timed); a line per 10% when not a
+    terminal."""
 
     def __init__(self, stream=None, quiet=False):
         stream = stream or sys.stderr       # the stderr of now, not of import time
@@ -20,39 +20,16 @@ class Progress:
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.last_print = -1.0
         self.width = 24
-        self.work = None   # cumulative work (pixels) after each step, from the schedule
-        self.prev = None   # (step, elapsed, scale) of the step before
-        self.spent = self.measured = 0.0   # seconds and work of the steady steps
+        self.clock = Eta([])
 
-    def set_schedule(self, schedule):
-        self.work, total = [], 0
-        for side, n in schedule:
-            for _ in range(n):
-                total += side * side
-                self.work.append(total)
-
-    def _work_of(self, step):
-        if self.work and 0 < step <= len(self.work):
-            return self.work[step - 1] - (self.work[step - 2] if step > 1 else 0)
-        return 1
+    def set_schedule(self, schedule, step_seconds=None):
+        self.clock = Eta(schedule, step_seconds)
 
     def observe(self, s):
-        """Take the step's time into the rate unless it is the first of its scale."""
-        scale = getattr(s, "scale", 0)
-        if self.prev is not None and s.step == self.prev[0] + 1 and scale == self.prev[2]:
-            self.spent += s.elapsed - self.prev[1]
-            self.measured += self._work_of(s.step)
-        self.prev = (s.step, s.elapsed, scale)
+        self.clock.observe(s.step, s.elapsed, getattr(s, "scale", 0))
 
     def eta(self, s):
-        """Seconds left, or None before a steady step has been timed."""
-        if self.measured <= 0:
-            return None
-        if self.work and 0 < s.step <= len(self.work):
-            left = self.work[-1] - self.work[s.step - 1]
-        else:
-            left = s.total_steps - s.step
-        return self.spent / self.measured * left
+        return self.clock.left(s.step, s.total_steps)
 
     def __call__(self, s):
         if self.quiet:

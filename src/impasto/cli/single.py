@@ -32,7 +32,7 @@ def run(args, argv, interrupt=None) -> int:
         if e.kind == "plan":
             if interrupt is not None:
                 interrupt.arm()
-            progress.set_schedule(e.schedule)
+            progress.set_schedule(e.schedule, e.step_seconds)
             if not args.quiet:
                 print_plan(e, show_reads=bool(args.from_record))
         elif e.kind == "step":

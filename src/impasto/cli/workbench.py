@@ -77,7 +77,7 @@ class _CellProgress(Progress):
         if e.kind == "plan":
             if self.interrupt is not None:
                 self.interrupt.arm()
-            self.set_schedule(e.schedule)
+            self.set_schedule(e.schedule, e.step_seconds)
         elif e.kind == "step":
             super().__call__(e)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import api
+from ..budget import Eta
 from ..errors import Cancelled, UserError
 from .runspec import OUTPUT_NAME, RunSpec
 
@@ -96,23 +97,6 @@ def encode_jpeg(t, quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
-class Eta:
-    """Seconds left, weighting each step by its pixel count (coarse steps are cheap)."""
-
-    def __init__(self, schedule):
-        self.work, total = [], 0
-        for side, n in schedule:
-            for _ in range(n):
-                total += side * side
-                self.work.append(total)
-
-    def __call__(self, step: int, elapsed: float) -> Optional[float]:
-        if not self.work or not 0 < step <= len(self.work) or elapsed <= 0:
-            return None
-        done = self.work[step - 1]
-        return elapsed / done * (self.work[-1] - done)
-
-
 class Run:
     """One run of the studio: its request, state, events and preview."""
 
@@ -135,6 +119,12 @@ class Run:
         event["seq"] = len(self.events) + 1
         self.events.append(event)          # list.append is atomic; followers read by index
 
+    def eta_after(self, e) -> Optional[float]:
+        if self.eta is None:
+            return None
+        self.eta.observe(e.step, e.elapsed, e.scale)
+        return self.eta.left(e.step, e.total_steps)
+
     def on_event(self, e) -> None:
         if e.kind == "plan":
             h, w = e.output_hw
@@ -142,7 +132,7 @@ class Run:
                          "output": [w, h], "precision": e.precision, "device": e.device,
                          "peak_bytes": e.peak_bytes, "seconds": e.seconds,
                          "available_bytes": e.available_bytes}
-            self.eta = Eta(e.schedule)
+            self.eta = Eta(e.schedule, e.step_seconds)
             job = self.job
             if job is not None and job.cfg.preserve_color == "luminance" \
                     and job.loaded.content is not None:
@@ -154,7 +144,7 @@ class Run:
                          "loss": finite(e.loss), "terms": {k: finite(v) for k, v in e.terms.items()},
                          "elapsed": round(e.elapsed, 3), "scale": e.scale, "scales": e.scales,
                          "side": e.side, "rate": rate,
-                         "eta": self.eta(e.step, e.elapsed) if self.eta else None}
+                         "eta": self.eta_after(e)}
             self.emit(dict(self.last))
             self.preview.offer(e.step, e.image)
 
