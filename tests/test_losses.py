@@ -304,3 +304,37 @@ def test_w2_objective_runs_and_is_zero_at_the_style_itself():
     assert loss.item() == pytest.approx(0.0, abs=1e-4)
     loss2, _ = obj(torch.rand(1, 3, 8, 8))
     assert loss2.item() > 1e-3
+
+
+class CountingBackbone(TinyBackbone):
+    """The tiny backbone, counting the images it is asked to look at."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def features(self, image, names):
+        self.seen.append(image)
+        return super().features(image, names)
+
+
+def test_style_targets_are_computed_once_per_process_for_a_shared_painting():
+    """Jobs that share a painting (a batch, a sweep, a Ray worker's later jobs) reuse its
+    statistics; a different painting, other layers or another network compute their own."""
+    net = CountingBackbone()
+    style, other = _img(2), _img(5)
+    kw = dict(style_layers=["a", "b"], content_weight=0.0, style_weight=1.0, tv_weight=0.0,
+              tv_norm="l1")
+    first = objective(net, styles=[style], **kw)
+    again = objective(net, styles=[style.clone()], **kw)     # equal values, another tensor
+    assert len(net.seen) == 1
+    for k in ("a", "b"):
+        assert torch.equal(first.style_targets[0][k].gram, again.style_targets[0][k].gram)
+    objective(net, styles=[other], **kw)
+    objective(net, styles=[style], **{**kw, "style_layers": ["a"]})
+    assert len(net.seen) == 3
+    fresh = CountingBackbone()
+    objective(fresh, styles=[style], **kw)
+    assert len(fresh.seen) == 1
+    x = _img(3)
+    assert first(x)[0].item() == pytest.approx(objective(fresh, styles=[style], **kw)(x)[0].item())

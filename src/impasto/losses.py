@@ -20,6 +20,9 @@ Normalisation (the choice, and why)
 """
 from __future__ import annotations
 
+import hashlib
+import weakref
+
 import torch
 import torch.nn.functional as F
 
@@ -179,6 +182,30 @@ class Region:
         self.mask, self.styles, self.blend = mask, list(styles), blend
 
 
+_STATS = weakref.WeakKeyDictionary()   # backbone -> {(layers, image digest): statistics}
+_STATS_PER_BACKBONE = 32
+
+
+def style_statistics(backbone, style: torch.Tensor, layers) -> dict:
+    """{layer: (Gram matrix, mean feature)} of the style image ``style`` at ``layers``.
+
+    Remembered per backbone for the life of the process (keyed by the image's exact values), so
+    the jobs of a batch or a sweep that share a painting compute its targets once per process
+    (once per Ray worker) instead of once per job."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((tuple(style.shape), style.dtype, str(style.device))).encode())
+    h.update(style.detach().float().contiguous().cpu().numpy().tobytes())
+    key = (tuple(layers), h.hexdigest())
+    memo = _STATS.setdefault(backbone, {})
+    if key not in memo:
+        with torch.no_grad():
+            feats = backbone.features(style, list(layers))
+            memo[key] = {k: (gram(feats[k]), feature_mean(feats[k])) for k in layers}
+        while len(memo) > _STATS_PER_BACKBONE:
+            memo.pop(next(iter(memo)))
+    return memo[key]
+
+
 class Objective:
     """content_weight·content + style_weight·style + tv_weight·tv for one backbone.
 
@@ -236,13 +263,17 @@ class Objective:
                     continue
                 grams, means, samples = {}, {}, {}
                 for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
-                    feats = backbone.features(style, self.style_layers)
-                    for k in self.style_layers:
-                        grams[k] = grams.get(k, 0) + b * gram(feats[k])
-                        means[k] = means.get(k, 0) + b * feature_mean(feats[k])
-                        if style_stat == "sw":
+                    if style_stat == "sw":      # needs the features themselves
+                        feats = backbone.features(style, self.style_layers)
+                        stats = {k: (gram(f), feature_mean(f)) for k, f in feats.items()}
+                        for k in self.style_layers:
                             f = feats[k].detach()
                             samples.setdefault(k, []).append((f.reshape(f.shape[1], -1), b))
+                    else:
+                        stats = style_statistics(backbone, style, self.style_layers)
+                    for k in self.style_layers:
+                        grams[k] = grams.get(k, 0) + b * stats[k][0]
+                        means[k] = means.get(k, 0) + b * stats[k][1]
                 self.style_targets.append({k: StyleTarget(grams[k], means[k], style_stat,
                                                           samples.get(k))
                                            for k in self.style_layers})
