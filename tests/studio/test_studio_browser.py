@@ -178,6 +178,7 @@ def test_the_page_in_a_browser(page, studio_server, tmp_path):  # noqa: F811
         page.click("#start")
     assert req.value.post_data_json["options"]["time"] == "10s"
     t0 = time.time()
+    page.wait_for_selector("#run-state.running")   # not the last run's "done" still shown
     wait_end(page, "done")
     assert time.time() - t0 < 10 * 1.3 + 3            # + the page's own polling
     assert page.get_attribute("#run-state", "data-stop") == "time"
