@@ -195,3 +195,18 @@ def test_line_search_history_reports_the_loss_at_each_steps_start():
     assert out.evaluations > out.steps           # the line search evaluated more than once
     assert out.loss < 1e-6
     assert out.terms["q"] == pytest.approx(out.loss)   # the terms are the best image's
+
+
+def test_a_step_that_cannot_end_before_the_deadline_is_not_begun():
+    """--time: the last step must end inside the budget, not begin just before its end."""
+    import time as _time
+
+    def slow(x):
+        _time.sleep(0.2)
+        return quadratic(x)
+    start = _time.perf_counter()
+    out = minimise(torch.zeros_like(A), slow, Settings(steps=50), term_names=TERMS,
+                   start=start, deadline=start + 0.7)
+    assert out.stop_reason == "time"
+    assert 1 <= out.steps <= 3             # a 4th step would have ended at 0.8 s
+    assert out.history[-1]["time"] <= 0.7

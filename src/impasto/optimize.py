@@ -88,7 +88,8 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
     for ``patience`` steps; when it turns NaN or infinite; when ``should_stop()`` turns true
     (checked before every step: a Stop button, or the CLI's Ctrl-C handler, sets it) or on a
     KeyboardInterrupt (both end as "interrupted"); when ``deadline`` (a
-    ``time.perf_counter()`` value) has passed ("time"). The best image seen is
+    ``time.perf_counter()`` value) would pass before another step like the last one ends
+    ("time"). The best image seen is
     returned in every case. ``step_offset``, ``total_steps`` and ``start`` (a
     ``time.perf_counter()`` value) let several calls report as one run, e.g. across scales.
     """
@@ -118,15 +119,17 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
     history, stop = [], "budget"
     start = time.perf_counter() if start is None else start
     since_best, step = 0, 0
+    last_step_s = 0.0      # what the last step took: the next one is not begun if it cannot end
     budget = total_steps or settings.steps
     try:
         for step in range(1, settings.steps + 1):
             if should_stop is not None and should_stop():
                 stop = "interrupted"
                 break
-            if deadline is not None and time.perf_counter() >= deadline:
-                stop = "time"
+            if deadline is not None and time.perf_counter() + last_step_s >= deadline:
+                stop = "time"      # the next step would end past the deadline
                 break
+            step_began = time.perf_counter()
             prev_best = best["loss"]
             last["fresh"] = True
             if settings.optimizer == "lbfgs":
@@ -135,6 +138,7 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
                 closure()
                 opt.step()
             loss = last["loss"]
+            last_step_s = time.perf_counter() - step_began
             now = time.perf_counter() - start
             history.append({"step": step + step_offset, "time": round(now, 4),
                             "loss": loss, **last["terms"]})
