@@ -116,3 +116,24 @@ def test_a_run_never_imports_dynamo(image_files, cli_env):
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert (image_files['out'] / 'o.png').exists()
+
+
+def test_lbfgs_started_with_a_curvature_scale_takes_a_full_first_step():
+    """A finer scale starts from the coarser one's y.s / y.y: its first step is a real
+    quasi-Newton step, where a cold start takes a tiny steepest-descent step."""
+    target = torch.linspace(-1, 1, 32, dtype=torch.float64)
+
+    def first_step(h0):
+        x = torch.zeros(32, dtype=torch.float64, requires_grad=True)
+        opt = optimizers.LBFGS(x, h0=h0)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((x - target) ** 2).sum()        # Hessian 2I: the exact scale is 0.5
+            loss.backward()
+            return loss
+        opt.step(closure)
+        return float(((x.detach() - target) ** 2).sum())
+    start = float((target ** 2).sum())
+    assert first_step(0.5) < 1e-20                 # the exact scale: solved in one step
+    assert first_step(None) > 0.5 * start          # cold: a tiny step

@@ -38,6 +38,7 @@ class Outcome:
     stop_reason: str    # budget, converged, no-improvement, non-finite, interrupted, time
     history: list = field(default_factory=list)  # one dict per step: step, time, loss, terms
     terms: dict = field(default_factory=dict)    # the loss terms of the best image
+    curvature: float = 0.0   # L-BFGS's last inverse-Hessian scale (y.s / y.y), 0 if none
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Settings:
                    patience=cfg.patience)
 
 
-def make_optimizer(x: torch.Tensor, s: Settings):
+def make_optimizer(x: torch.Tensor, s: Settings, h0: float | None = None):
     """The optimiser of ``x``: impasto's own L-BFGS and Adam (see optimizers.py: they spare
     every run the 3-4 s import that ``torch.optim`` costs), ``torch.optim.LBFGS`` for the
     strong-Wolfe line search."""
@@ -69,7 +70,7 @@ def make_optimizer(x: torch.Tensor, s: Settings):
                                  line_search_fn="strong_wolfe",
                                  tolerance_grad=0.0, tolerance_change=0.0)
     if s.optimizer == "lbfgs":
-        return optimizers.LBFGS(x, lr=s.lr, history_size=s.history_size)
+        return optimizers.LBFGS(x, lr=s.lr, history_size=s.history_size, h0=h0)
     if s.optimizer == "adam":
         return optimizers.Adam(x, lr=s.lr)
     raise ValueError(f"unknown optimizer {s.optimizer!r}")
@@ -79,7 +80,7 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
              callback: Optional[Callable[[Step], None]] = None, step_offset: int = 0,
              total_steps: Optional[int] = None, start: Optional[float] = None,
              should_stop: Optional[Callable[[], bool]] = None,
-             deadline: Optional[float] = None) -> Outcome:
+             deadline: Optional[float] = None, curvature: Optional[float] = None) -> Outcome:
     """Minimise ``fn(x) -> (loss, terms)`` over ``x`` starting from ``x0``.
 
     ``terms`` is a 1-D tensor of named parts of the loss (``term_names``), read together with
@@ -94,7 +95,7 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
     ``time.perf_counter()`` value) let several calls report as one run, e.g. across scales.
     """
     x = x0.detach().clone().contiguous().requires_grad_(True)
-    opt = make_optimizer(x, settings)
+    opt = make_optimizer(x, settings, curvature)
     best = {"loss": math.inf, "image": x0.detach().clone(), "terms": None}
     last = {}
     evals = 0
@@ -168,4 +169,4 @@ def minimise(x0: torch.Tensor, fn: Callable, settings: Settings, *, term_names=(
                 best["loss"], best["terms"] = values[0], dict(zip(term_names, values[1:]))
                 best["image"].copy_(x.detach())
     return Outcome(best["image"], best["loss"], len(history), evals, stop, history,
-                   best["terms"] or {})
+                   best["terms"] or {}, float(getattr(opt, "h_diag", 0.0) or 0.0))

@@ -30,7 +30,8 @@ class LBFGS:
     ``min(1, 1 / |g|_1) * lr`` along the steepest descent). ``history_size`` pairs (s, y) are
     kept: two vectors the size of ``x`` each."""
 
-    def __init__(self, x: torch.Tensor, lr: float = 1.0, history_size: int = 100):
+    def __init__(self, x: torch.Tensor, lr: float = 1.0, history_size: int = 100,
+                 h0: float | None = None):
         if history_size < 1:
             raise ValueError("history_size must be at least 1")
         self.x, self.lr, self.history_size = x, float(lr), int(history_size)
@@ -42,6 +43,7 @@ class LBFGS:
         self.t = 0.0
         self.prev_g = None
         self.iterations = 0
+        self.h0 = h0                 # a curvature scale to start from (else a tiny first step)
 
     def zero_grad(self) -> None:
         if self.x.grad is not None:
@@ -72,7 +74,10 @@ class LBFGS:
         if not g.any():             # a stationary point: nowhere to go
             return loss
         self.iterations += 1
-        if self.iterations == 1 or self.d is None:
+        if (self.iterations == 1 or self.d is None) and self.h0:
+            d, t = g.mul(-self.h0), self.lr
+            self.h_diag = self.h0
+        elif self.iterations == 1 or self.d is None:
             d, t = self._restart(g)
         else:
             y = g - self.prev_g
