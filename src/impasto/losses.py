@@ -182,6 +182,11 @@ class Region:
         self.mask, self.styles, self.blend = mask, list(styles), blend
 
 
+def _moments(feats: dict) -> dict:
+    """{layer: (Gram matrix, mean feature)} of a style image's features."""
+    return {k: (gram(f), feature_mean(f)) for k, f in feats.items()}
+
+
 _STATS = weakref.WeakKeyDictionary()   # backbone -> {(layers, image digest): statistics}
 _STATS_PER_BACKBONE = 32
 
@@ -199,8 +204,7 @@ def style_statistics(backbone, style: torch.Tensor, layers) -> dict:
     memo = _STATS.setdefault(backbone, {})
     if key not in memo:
         with torch.no_grad():
-            feats = backbone.features(style, list(layers))
-            memo[key] = {k: (gram(feats[k]), feature_mean(feats[k])) for k in layers}
+            memo[key] = _moments(backbone.features(style, list(layers)))
         while len(memo) > _STATS_PER_BACKBONE:
             memo.pop(next(iter(memo)))
     return memo[key]
@@ -265,7 +269,7 @@ class Objective:
                 for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
                     if style_stat == "sw":      # needs the features themselves
                         feats = backbone.features(style, self.style_layers)
-                        stats = {k: (gram(f), feature_mean(f)) for k, f in feats.items()}
+                        stats = _moments(feats)
                         for k in self.style_layers:
                             f = feats[k].detach()
                             samples.setdefault(k, []).append((f.reshape(f.shape[1], -1), b))

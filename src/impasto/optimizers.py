@@ -6,7 +6,9 @@ costs 3-4 s of CPU at start-up on every run and in every new worker process (mea
 ``python -X importtime``; see benchmarks/batch.py). The arithmetic below is the textbook one
 (Nocedal & Wright, *Numerical Optimization*, algorithm 7.4, the two-loop recursion, with the
 initial Hessian scaled by y.s / y.y); it follows ``torch.optim.LBFGS`` with ``max_iter=1`` and
-no line search step for step, which tests/test_optimizers.py checks, except where that one stalls:
+no line search step for step when started cold, which tests/test_optimizers.py checks (``h0``,
+the curvature scale a finer scale inherits from a coarser one, replaces the tiny first step),
+except where that one stalls:
 a direction that is not a descent direction (possible in float32 with a long history) makes
 ``torch.optim.LBFGS`` return without moving, every step after; here the history is dropped
 and the step is a steepest-descent one.

@@ -4,9 +4,9 @@ Done the way Ray's documentation describes: each task declares the resources it 
 (``num_cpus`` = its torch threads, ``num_gpus=1`` when it runs on a GPU) and sets torch's thread
 count to match; the decoded input images go into the object store once (``ray.put``) and every
 task that reads one gets the same object; a painting's style targets are computed once per
-worker process and reused by its later jobs (``losses.style_statistics``); results come back as they finish (``ray.wait``);
-tasks whose worker process dies are retried (``max_retries``); cancelling (Ctrl-C) calls
-``ray.cancel`` on what is still running. The worker writes its own outputs, atomically, so a
+worker process and reused by its later jobs (``losses.style_statistics``); results come back
+as they finish (``ray.wait``); tasks whose worker process dies are retried (``max_retries``);
+cancelling (Ctrl-C) calls ``ray.cancel`` on what is still running. The worker writes its own outputs, atomically, so a
 cluster of several machines needs the output folder on a file system every node mounts at the
 same path (the inputs travel in the object store).
 
