@@ -3,6 +3,8 @@ floating-point error, on small images with tiny tiles, for Gram and W2 statistic
 several styles, tile sizes that do not divide the image, and margins at the image edge."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -47,6 +49,25 @@ def test_geometry_of_vgg19():
     assert tiled.geometry("vgg19", ["relu1_1"]) == tiled.Geometry(1, 1)
 
 
+def test_the_network_is_cut_into_stages_that_need_small_margins():
+    sts = tiled.stages("vgg19", ["relu5_1", "relu4_2"])
+    assert [(st.names[0], st.names[-1], st.scale, st.cin) for st in sts] == [
+        ("conv1_1", "pool2", 1, 3), ("conv3_1", "pool3", 4, 128), ("conv4_1", "pool4", 8, 256),
+        ("conv5_1", "relu5_1", 16, 512)]
+    assert [st.geom for st in sts] == [tiled.Geometry(4, 8), tiled.Geometry(2, 4),
+                                       tiled.Geometry(2, 4), tiled.Geometry(1, 1)]
+    assert [st.names[-1] for st in tiled.stages("vgg19", ["relu2_1"])] == ["relu2_1"]
+    # the later stages' tiles hold no more activations than the first one's
+    tiles_ = tiled.stage_tiles(sts, 352)
+    cap = tiled._elements(sts[0], 352 + 16)
+    for st, t in zip(sts[1:], tiles_[1:]):
+        assert t % st.geom.stride == 0
+        assert tiled._elements(st, t + 2 * st.geom.margin) <= cap
+        assert tiled._elements(st, t + st.geom.stride + 2 * st.geom.margin) > cap
+    # what the margins cost: half of what one 80 px margin for the whole network did
+    assert tiled.work_factor("vgg19", ["relu5_1"], (1536, 2048), 352) < 1.5
+
+
 def test_tiles_cover_the_image_once_with_aligned_starts():
     geom = tiled.Geometry(4, 12)
     ts = tiled.tiles(70, 45, 16, geom)
@@ -66,11 +87,21 @@ def test_shallow_layers_match_with_tiles_that_do_not_divide_the_image(vgg19, til
 
 
 def test_deep_layers_match(vgg19):
-    """relu5_1: a margin of 80 px, so the tiles (32 px) really cut the 200 x 168 image."""
+    """relu5_1, with tiles that really cut every stage's map of the 200 x 168 image."""
     c, s, x = _img(200, 168, 1), _img(96, 80, 2), _img(200, 168, 3)
     kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **DEEP, **WEIGHTS)
-    assert len(tiled.tiles(168, 200, 64, tiled.geometry("vgg19", DEEP["style_layers"]))) == 12
-    assert_same(*both(vgg19, 64, x, **kw))
+    plain, tiles_ = Objective(vgg19, **kw), tiled.TiledObjective(vgg19, tile=32, **kw)
+    tiles_.stage_tiles = [32, 16, 8, 4]
+    for k, st in enumerate(tiles_.stages):
+        h, w = tiled._full_hw(168, 200, st.scale)
+        assert len(tiled.tiles(h, w, tiles_.stage_tiles[k], st.geom)) >= 6
+    out = []
+    for obj in (plain, tiles_):
+        xi = x.clone().requires_grad_(True)
+        total, terms = obj(xi)
+        total.backward()
+        out.append((total.item(), terms, xi.grad))
+    assert_same(*out)
 
 
 def test_w2_matches(vgg19):
@@ -117,7 +148,9 @@ def test_a_margin_too_small_is_not_exact(vgg19):
     kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **SHALLOW, **WEIGHTS)
     exact = tiled.TiledObjective(vgg19, tile=16, **kw)
     short = tiled.TiledObjective(vgg19, tile=16, **kw)
-    short.geom = tiled.Geometry(4, 8)
+    g = short.stages[0].geom
+    short.stages[0] = dataclasses.replace(short.stages[0], geom=tiled.Geometry(g.stride,
+                                                                              g.margin - 4))
     grads = []
     for obj in (exact, short):
         xi = x.clone().requires_grad_(True)
@@ -142,8 +175,8 @@ def test_only_the_scales_that_need_it_are_tiled():
     p = plan(6 * GIB)
     assert p["tiles"][0] is None and p["tiles"][1] is not None and p["tiles"][2] is not None
     assert p["peak_bytes"] <= 6 * GIB
-    # tiles are multiples of the stride and at least one of them per scale fits the budget
-    assert all(t % 16 == 0 for t in p["tiles"][1:])
+    # tiles are multiples of the first stage's stride (pool2: 4 px)
+    assert all(t % 4 == 0 for t in p["tiles"][1:])
     assert plan(None)["tiles"] == [None, None, None]
     assert plan(200 * GIB)["tiles"] == [None, None, None]
 
@@ -156,6 +189,16 @@ def test_the_history_is_sized_from_the_budget():
     assert 1 <= p["history"] < 100
     assert estimate.history_bytes((3072, 4096), p["history"]) <= 3 * GIB
     assert plan(None)["history"] == 100
+
+
+def test_a_chosen_tile_is_capped_on_a_cpu_but_a_forced_one_is_kept():
+    from impasto import estimate
+    args = ("vgg19", LAYERS, DEEP["content_layers"], [(2048, 10)], (1536, 2048), "fp32", 3 * GIB,
+            100)
+    free = estimate.plan_memory(*args)["tiles"][0]
+    capped = estimate.plan_memory(*args, largest=estimate.CPU_TILE)["tiles"][0]
+    assert free > estimate.CPU_TILE and capped == estimate.CPU_TILE
+    assert estimate.plan_memory(*args, tile=1024, largest=estimate.CPU_TILE)["tiles"] == [1024]
 
 
 def test_a_forced_tile_applies_to_every_scale_larger_than_it():

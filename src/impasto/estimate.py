@@ -73,23 +73,14 @@ def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
     return step_flops(model, deepest, (side, side)) / max(seconds, 1e-9)
 
 
-def tiling_factor(hw, tile, margin) -> float:
-    """How much more a tiled step computes than an untiled one: every tile's window (interior
-    and margins) against the image, and a forward pass more for the global statistics
-    (forward : backward is about 1 : 2, so 4/3)."""
-    from . import tiled
-    ts = tiled.tiles(hw[0], hw[1], tile, tiled.Geometry(1, margin))
-    windows = sum((t.ty1 - t.ty0) * (t.tx1 - t.tx0) for t in ts)
-    return windows / (hw[0] * hw[1]) * 4 / 3
-
-
 def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_hws=(),
-             tiles=None, margin=0) -> dict:
+             tiles=None) -> dict:
     """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run.
 
     ``style_hws``: the style images' sizes at full scale (``--size`` x ``--style-scale``). Their
     targets are computed once, without autograd: every activation is held at most once, in the
     network's dtype, so a style image much larger than the output can set the peak."""
+    from . import tiled
     deepest = backbones.deepest(model, layers)
     peak_hw = imageio.fit_size(*aspect_hw, max(side for side, _ in plan))
     peak = BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
@@ -101,7 +92,7 @@ def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_h
     flops = 0.0
     for (side, n), tile in zip(plan, tiles):
         hw = imageio.fit_size(*aspect_hw, side)
-        extra = tiling_factor(hw, tile, margin) if tile else 1.0
+        extra = tiled.work_factor(model, layers, hw, tile) if tile else 1.0
         flops += n * step_flops(model, deepest, hw) * extra
     return {"peak_bytes": peak, "flops": flops,
             "seconds": flops / throughput if throughput else None}
@@ -129,21 +120,32 @@ def _channels(model, name) -> int:
     return deepest_plan[-1][2]
 
 
-def tiled_bytes(model, deepest, hw, tile, margin, precision, content_elems) -> float:
-    """Peak memory of one tiled scale: the network on one tile with its margins, plus the
-    image-sized tensors every step keeps (image, gradient, best image, the optimiser's own
+def tiled_bytes(model, layers, hw, tile, precision, content_elems) -> float:
+    """Peak memory of one tiled scale: the network's first stage on one tile with its margins
+    (the later stages' tiles hold no more), the whole maps the stages keep between them, plus
+    the image-sized tensors every step keeps (image, gradient, best image, the optimiser's own
     vectors) and the content targets, in float32."""
-    side = tile + 2 * margin
+    from . import tiled
+    first = tiled.stages(model, layers)[0]
+    side = tile + 2 * first.geom.margin
     window = (min(hw[0], side), min(hw[1], side))
-    return (BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
-                                                                               window)
-            + 4.0 * (3 * hw[0] * hw[1] * 8 + content_elems))
+    return (BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(
+        model, first.names[-1], window)
+            + 4.0 * (3 * hw[0] * hw[1] * 8 + content_elems
+                     + tiled.kept_elements(model, layers, hw)))
+
+
+# Tiles larger than this run slower per pixel on a CPU: their first block's maps (64 channels)
+# outgrow the caches. Measured on an AMD EPYC Zen 3 at 2048x1536: one tiled evaluation took
+# 83 s in tiles of 352 px and 105 s in tiles of 512 (1024x768: 18.6 s at 352, 19.8 at 256).
+CPU_TILE = 384
 
 
 def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budget,
-                history: int, tile=None, style_hws=()) -> dict:
+                history: int, tile=None, style_hws=(), largest=None) -> dict:
     """Which scales of ``plan`` are evaluated in tiles, of what size, and how much L-BFGS
-    history fits, so that the run stays within ``budget`` bytes (None: no limit).
+    history fits, so that the run stays within ``budget`` bytes (None: no limit). A tile the
+    budget chooses is at most ``largest`` px (``CPU_TILE`` on a CPU), a forced ``tile`` is kept.
 
     Returns {"tiles": [tile px or None per scale], "history": entries, "peak_bytes": the
     estimated peak of the whole run}. Raises UserError when even the smallest tile does not
@@ -151,7 +153,7 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
     from . import tiled
     from .errors import UserError
     deepest = backbones.deepest(model, layers)
-    geom = tiled.geometry(model, layers) if backbones.spec(model).is_vgg else None
+    geom = tiled.stages(model, layers)[0].geom if backbones.spec(model).is_vgg else None
     full = max(side for side, _ in plan)
     hw_full = imageio.fit_size(*aspect_hw, full)
     hist = history
@@ -172,8 +174,10 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         if tile is not None and max(hw) > tile:
             chosen = tile
         elif budget is not None and untiled > budget:
-            chosen = _largest_tile(model, deepest, hw, geom, precision, budget - history_bytes(
+            chosen = _largest_tile(model, layers, hw, geom, precision, budget - history_bytes(
                 hw, hist), content_elements(model, content_layers, hw), side)
+            if largest is not None and geom is not None:
+                chosen = min(chosen, max(geom.stride, largest // geom.stride * geom.stride))
         if chosen is not None and geom is None:
             raise UserError(f"option --max-memory: {model} at {side} px needs more than "
                             f"{_gib(budget)}, and tiled evaluation supports the VGG models only; "
@@ -183,18 +187,17 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
             peak = max(peak, untiled)
         else:
             peak = max(peak, history_bytes(hw, hist) + tiled_bytes(
-                model, deepest, hw, chosen, geom.margin, precision,
-                content_elements(model, content_layers, hw)))
+                model, layers, hw, chosen, precision, content_elements(model, content_layers, hw)))
     return {"tiles": tiles, "history": hist, "peak_bytes": peak}
 
 
-def _largest_tile(model, deepest, hw, geom, precision, budget, content_elems, side):
+def _largest_tile(model, layers, hw, geom, precision, budget, content_elems, side):
     from .errors import UserError
     if geom is None:
         return max(hw)          # reported by the caller
     t = -(-max(hw) // geom.stride) * geom.stride
     while t >= geom.stride:
-        if tiled_bytes(model, deepest, hw, t, geom.margin, precision, content_elems) <= budget:
+        if tiled_bytes(model, layers, hw, t, precision, content_elems) <= budget:
             return t
         t -= geom.stride * max(1, t // (8 * geom.stride))
     raise UserError(f"option --max-memory: {_gib(budget)} is too little for {side} px even in "

@@ -18,7 +18,7 @@ from .config import INITS, Config
 from .errors import UserError
 from .losses import Objective, Region
 from .optimize import Outcome, Settings, minimise
-from .tiled import TiledObjective, geometry as tiled_geometry
+from .tiled import TiledObjective
 
 
 @dataclass
@@ -287,10 +287,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                                                      side=min(192, plan[0][0]), repeats=1)
         if costs is None:
             costs = _step_costs(cfg, plan, aspect_src.shape[-2:], layers, memory, throughput)
-        margin = tiled_geometry(cfg.model, layers).margin if any(memory["tiles"]) else 0
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
-                                 throughput, style_hws=style_hws, tiles=memory["tiles"],
-                                 margin=margin)
+                                 throughput, style_hws=style_hws, tiles=memory["tiles"])
         info["peak_bytes"] = memory["peak_bytes"]
         info["step_seconds"] = list(costs)
         info["seconds"] = budget.plan_seconds(costs, [n for _, n in plan])
@@ -382,15 +380,14 @@ def _step_costs(cfg, plan, aspect_hw, layers, memory, throughput) -> list:
     """Seconds one step takes at each scale of ``plan`` at ``throughput`` FLOP/s, tiling's
     extra work included."""
     from . import budget, estimate
-    from .tiled import geometry
+    from .tiled import work_factor
     deepest = backbones.deepest(cfg.model, layers)
-    margin = geometry(cfg.model, layers).margin if any(memory["tiles"]) else 0
     costs = []
     for (side, _), tile in zip(plan, memory["tiles"]):
         hw = imageio.fit_size(*aspect_hw, side)
         flops = estimate.step_flops(cfg.model, deepest, hw)
         if tile:
-            flops *= estimate.tiling_factor(hw, tile, margin)
+            flops *= work_factor(cfg.model, layers, hw, tile)
         costs.append(budget.seconds_per_step(flops, throughput))
     return costs
 
@@ -411,7 +408,8 @@ def plan_memory(cfg: Config, layers, content_layers, plan, aspect_hw, precision,
         return {"tiles": [None] * len(plan), "history": history, "peak_bytes": 0.0,
                 "budget_bytes": budget}
     memory = estimate.plan_memory(cfg.model, layers, content_layers, plan, aspect_hw, precision,
-                                  budget, history, cfg.tile, style_hws)
+                                  budget, history, cfg.tile, style_hws,
+                                  largest=estimate.CPU_TILE if device.type == "cpu" else None)
     if cfg.optimizer != "lbfgs":
         memory["history"] = cfg.history_size
     return {**memory, "budget_bytes": budget}

@@ -36,20 +36,25 @@ from .losses import (StyleTarget, _normalised, relative_sq_error, temporal_loss,
 # ----------------------------------------------------------------------------- geometry
 @dataclass(frozen=True)
 class Geometry:
-    stride: int    # total stride of the deepest layer: tiles start at multiples of it
+    stride: int    # total stride of the chain: tiles start at multiples of it
     margin: int    # context on each side (a multiple of the stride) that makes interiors exact
 
 
-def geometry(model: str, layers) -> Geometry:
-    """The stride and margin of ``model`` up to the deepest of ``layers``, from the layer
-    table: the input pixels a feature at the deepest layer depends on, traced back through
-    every 3x3 convolution (padding 1) and 2x2 pooling."""
-    m = backbones.spec(model)
-    if not m.is_vgg:
-        raise UserError(f"option --tile/--max-memory: tiled evaluation supports the VGG models "
-                        f"only, not {model}; use a smaller --size")
-    names = backbones.layers(model)
-    chain = names[: names.index(backbones.deepest(model, layers)) + 1]
+@dataclass(frozen=True)
+class Stage:
+    """A piece of the network, run tile by tile on the whole map its previous stage left."""
+    start: int         # the layers names[start:stop] of the network
+    stop: int
+    names: tuple
+    scale: int         # the stride of the stage's input map against the image
+    geom: Geometry     # in the input map's pixels
+    channels: tuple    # the channels of each layer's output
+    cin: int           # the channels of the stage's input map
+
+
+def _reach(chain) -> Geometry:
+    """The stride and margin of a chain of 3x3 convolutions (padding 1) and 2x2 poolings: the
+    input pixels a feature of its last layer depends on, traced back through every layer."""
     lo = hi = 0          # a feature q depends on inputs [stride*q - lo, stride*q + hi]
     stride = 2 ** sum(n.startswith("pool") for n in chain)
     for name in reversed(chain):
@@ -61,6 +66,97 @@ def geometry(model: str, layers) -> Geometry:
     # past the interior's end, and the first needs lo before its start
     margin = -(-max(lo, hi - stride + 1) // stride) * stride
     return Geometry(stride, margin)
+
+
+def geometry(model: str, layers) -> Geometry:
+    """The stride and margin of ``model`` up to the deepest of ``layers`` in one piece (what a
+    single-stage tiling would need: relu5_1 needs 80 px of context on each side)."""
+    return _reach(_chain(model, layers))
+
+
+def _chain(model, layers):
+    m = backbones.spec(model)
+    if not m.is_vgg:
+        raise UserError(f"option --tile/--max-memory: tiled evaluation supports the VGG models "
+                        f"only, not {model}; use a smaller --size")
+    names = backbones.layers(model)
+    return names[: names.index(backbones.deepest(model, layers)) + 1]
+
+
+def stages(model: str, layers) -> list[Stage]:
+    """The network up to the deepest of ``layers``, cut after pool2, pool3 and pool4.
+
+    Each stage needs context only for its own layers (8 px of the image for conv1_1 to pool2,
+    4 px of its input map for the blocks after), where the whole network in one piece needs
+    80 px for relu5_1: the stages' outputs are kept as whole maps (pool2's holds an eighth of
+    the values of the first block's), and the margins' recomputation nearly vanishes."""
+    chain = _chain(model, layers)
+    cuts = [i + 1 for i, n in enumerate(chain)
+            if n.startswith("pool") and int(n[4]) >= 2 and i + 1 < len(chain)]
+    out, scale, ch = [], 1, 3
+    for a, b in zip([0] + cuts, cuts + [len(chain)]):
+        sub = tuple(chain[a:b])
+        chans, cin = [], ch
+        for n in sub:
+            if n.startswith("conv"):
+                ch = min(64 * 2 ** (int(n[4]) - 1), 512)
+            chans.append(ch)
+        out.append(Stage(a, b, sub, scale, _reach(sub), tuple(chans), cin))
+        scale *= 2 ** sum(n.startswith("pool") for n in sub)
+    return out
+
+
+def _elements(stage: Stage, side: int) -> float:
+    """The activations of ``stage`` on a square window of ``side`` input-map pixels."""
+    total, s = 0.0, 1
+    for n, c in zip(stage.names, stage.channels):
+        s *= 2 if n.startswith("pool") else 1
+        total += c * (side // s) ** 2
+    return total
+
+
+def stage_tiles(stages_: list[Stage], tile: int) -> list[int]:
+    """Each stage's tile (in its input map's pixels): ``tile`` for the first; for the later
+    ones the largest whose activations are no more than the first stage's, so a tile of any
+    stage fits where the first one does."""
+    first = stages_[0]
+    cap = _elements(first, tile + 2 * first.geom.margin)
+    out = [tile]
+    for st in stages_[1:]:
+        g, t = st.geom, st.geom.stride
+        while _elements(st, t + g.stride + 2 * g.margin) <= cap:
+            t += g.stride
+        out.append(t)
+    return out
+
+
+def work_factor(model: str, layers, hw, tile: int) -> float:
+    """How much more a tiled step computes than an untiled one: each stage's windows (interior
+    and margins) against its map, weighted by its share of the convolutions, and a forward
+    pass more for the global statistics (forward : backward is about 1 : 2, so 4/3)."""
+    sts = stages(model, layers)
+    done = total = 0.0
+    for st, t in zip(sts, stage_tiles(sts, tile)):
+        h, w = _full_hw(*hw, st.scale)
+        flops, s, cin = 0.0, 1, st.cin
+        for n, c in zip(st.names, st.channels):
+            s *= 2 if n.startswith("pool") else 1
+            if n.startswith("conv"):
+                flops += cin * c / s ** 2
+            cin = c
+        windows = sum((u.ty1 - u.ty0) * (u.tx1 - u.tx0) for u in tiles(h, w, t, st.geom))
+        done += flops * windows
+        total += flops * h * w
+    return done / max(total, 1e-9) * 4 / 3
+
+
+def kept_elements(model: str, layers, hw) -> float:
+    """The whole maps a staged evaluation keeps: every stage's input map after the first, and
+    at the worst moment of the backward pass the gradients of two neighbouring ones."""
+    sts = stages(model, layers)
+    maps = [st.cin * (_full_hw(*hw, st.scale)[0] * _full_hw(*hw, st.scale)[1]) for st in sts]
+    pairs = [maps[k] + (maps[k + 1] if k + 1 < len(maps) else 0) for k in range(1, len(maps))]
+    return sum(maps[1:]) + max(pairs, default=0)
 
 
 @dataclass(frozen=True)
@@ -113,7 +209,8 @@ def _interior(feat, tile, s):
 # ----------------------------------------------------------------------------- the objective
 class TiledObjective:
     """The same objective as ``losses.Objective`` (same arguments, same terms), evaluated in
-    tiles of ``tile`` pixels: memory follows the tile, not the image."""
+    tiles of ``tile`` pixels, a stage of the network at a time: memory follows the tile and
+    the stages' whole maps (a small fraction of the network's activations), not the image."""
 
     TERMS = ("content", "style", "tv")
 
@@ -140,7 +237,8 @@ class TiledObjective:
         self.style_w = _normalised(style_layer_weights, len(style_layers))
         self.layers = sorted(set(self.content_layers) | set(self.style_layers))
         model = getattr(backbone, "model", "vgg19")
-        self.geom = geometry(model, self.layers) if self.layers else Geometry(1, 0)
+        self.stages = stages(model, self.layers) if self.layers else []
+        self.stage_tiles = stage_tiles(self.stages, tile) if self.stages else []
         self.strides = {n: _stride(model, n) for n in self.layers}
         with torch.no_grad():
             self.content_targets = {}
@@ -157,7 +255,7 @@ class TiledObjective:
                     continue
                 grams, means = {}, {}
                 for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
-                    g, m = self._stats(style, [None])
+                    g, m = self._stats(style, [None])[:2]
                     for k in self.style_layers:
                         grams[k] = grams.get(k, 0) + b * g[0][k]
                         means[k] = means.get(k, 0) + b * m[0][k]
@@ -167,22 +265,49 @@ class TiledObjective:
                 self.masks.append(region.mask)
 
     # ------------------------------------------------------------------ passes over tiles
-    def _tiles(self, image):
-        h, w = image.shape[-2:]
-        return tiles(h, w, self.tile, self.geom)
+    def _windows(self, k, x):
+        """The tiles of stage ``k`` over its input map ``x``."""
+        return tiles(*x.shape[-2:], self.stage_tiles[k], self.stages[k].geom)
+
+    def _forward(self, image, names, visit, keep=False):
+        """Stage by stage without autograd, up to the deepest of ``names``: ``visit(name,
+        interior, box)`` for each of ``names`` on every tile (box: where the interior goes in
+        the whole map). Returns every stage's input map when ``keep``."""
+        inputs, x = [], image
+        deepest = max(self.net.names.index(n) for n in names)
+        for k, st in enumerate(self.stages):
+            if st.start > deepest:
+                break
+            inputs.append(x if keep else None)
+            last = st.stop > deepest or k + 1 == len(self.stages)
+            want = [n for n in names if n in st.names] + ([] if last else [st.names[-1]])
+            out = None
+            for t in self._windows(k, x):
+                feats = self.net.segment(x[..., t.ty0:t.ty1, t.tx0:t.tx1], st.start, st.stop,
+                                         want)
+                for n in names:
+                    if n in st.names:
+                        visit(n, *_interior(feats[n], t, self.strides[n] // st.scale))
+                if not last:
+                    part, (fy0, fy1, fx0, fx1) = _interior(feats[st.names[-1]], t,
+                                                           st.geom.stride)
+                    if out is None:
+                        out = part.new_zeros((*part.shape[:2],
+                                              *_full_hw(*x.shape[-2:], st.geom.stride)))
+                    out[..., fy0:fy1, fx0:fx1] = part
+            x = out
+        return inputs
 
     def _maps(self, image, names):
         """Whole feature maps of ``names``, assembled from tile interiors (no autograd)."""
         h, w = image.shape[-2:]
         out = {}
-        for t in self._tiles(image):
-            feats = self.net.features(image[..., t.ty0:t.ty1, t.tx0:t.tx1], names)
-            for n in names:
-                full = _full_hw(h, w, self.strides[n])
-                part, (fy0, fy1, fx0, fx1) = _interior(feats[n], t, self.strides[n])
-                if n not in out:
-                    out[n] = part.new_zeros((*part.shape[:2], *full))
-                out[n][..., fy0:fy1, fx0:fx1] = part
+
+        def visit(n, part, box):
+            if n not in out:
+                out[n] = part.new_zeros((*part.shape[:2], *_full_hw(h, w, self.strides[n])))
+            out[n][..., box[0]:box[1], box[2]:box[3]] = part
+        self._forward(image, names, visit)
         return out
 
     def _layer_masks(self, masks, hw):
@@ -194,20 +319,25 @@ class TiledObjective:
                 for n in self.style_layers})
         return out
 
-    def _stats(self, image, masks):
+    def _stats(self, image, masks, content=False, keep=False):
         """Per region: the (guided) Gram matrix and mean of every style layer over the whole
-        image, summed tile by tile without autograd."""
+        image, summed tile by tile without autograd; with ``content``, the content loss too
+        (else None), and with ``keep``, every stage's input map for the backward pass."""
         h, w = image.shape[-2:]
         lmasks = self._layer_masks(masks, (h, w))
         sums = [{} for _ in masks]
-        for t in self._tiles(image):
-            feats = self.net.features(image[..., t.ty0:t.ty1, t.tx0:t.tx1], self.style_layers)
-            for n in self.style_layers:
-                f, box = _interior(feats[n], t, self.strides[n])
+        closs = [image.new_zeros((), dtype=torch.float32)]
+        names = (self.style_layers if masks else []) + (self.content_layers if content else [])
+
+        def visit(n, f, box):
+            if masks and n in self.style_layers:
                 for i, lm in enumerate(lmasks):
                     g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
                     acc = sums[i].setdefault(n, [0, 0])
                     acc[0], acc[1] = acc[0] + g, acc[1] + mu
+            if content and n in self.content_layers:
+                closs[0] = closs[0] + self._content_part(n, f, box)
+        inputs = self._forward(image, list(dict.fromkeys(names)), visit, keep) if names else []
         grams, means = [], []
         for i, lm in enumerate(lmasks):
             grams.append({}), means.append({})
@@ -215,19 +345,26 @@ class TiledObjective:
                 norm = _norm(lm and lm[n], _full_hw(h, w, self.strides[n]))
                 grams[i][n] = sums[i][n][0] / norm
                 means[i][n] = sums[i][n][1] / norm
-        return grams, means
+        return grams, means, (closs[0] if content else None), inputs
+
+    def _content_part(self, n, f, box):
+        wl = self.content_w[self.content_layers.index(n)]
+        return wl * (f.float() - _crop(self.content_targets[n], box).float()).pow(2).sum() \
+            / self.content_energy[n].clamp_min(1e-12)
 
     # ------------------------------------------------------------------ the call
     def __call__(self, image: torch.Tensor):
         x = image.detach()
-        h, w = x.shape[-2:]
         want_grad = torch.is_grad_enabled() and image.requires_grad
         zero = x.new_zeros((), dtype=torch.float32)
         style, dgram, dmean = zero, [], []
-        active = [i for i, t in enumerate(self.style_targets) if t is not None]
+        active = [i for i, t in enumerate(self.style_targets) if t is not None] \
+            if self.style_layers else []
         with torch.no_grad():
-            grams, means = self._stats(x, [self.masks[i] for i in active]) \
-                if active and self.style_layers else ([], [])
+            grams, means, content, inputs = self._stats(
+                x, [self.masks[i] for i in active], content=bool(self.content_layers),
+                keep=want_grad)
+        content = zero if content is None else content
         for k, i in enumerate(active):
             g = {n: v.detach().requires_grad_(want_grad) for n, v in grams[k].items()}
             m = {n: v.detach().requires_grad_(want_grad) for n, v in means[k].items()}
@@ -241,7 +378,8 @@ class TiledObjective:
                 dgram.append({n: g[n].grad for n in g})
                 dmean.append({n: m[n].grad for n in m})
             style = style + part.detach()
-        content, grad = self._second_pass(x, active, dgram, dmean, want_grad)
+        grad = self._backward(x, inputs, active, dgram, dmean) if want_grad and inputs \
+            else torch.zeros_like(x)
         with torch.set_grad_enabled(want_grad):
             xi = x.clone().requires_grad_(want_grad)
             tv = tv_loss(xi, self.tv_norm) if self.tv_weight > 0 else zero
@@ -261,42 +399,52 @@ class TiledObjective:
             total = total + (image * grad).sum() - (image.detach() * grad).sum()
         return total, terms
 
-    def _second_pass(self, x, active, dgram, dmean, want_grad):
-        """The content loss, and (with ``want_grad``) the gradient of content and style with
-        respect to every pixel, one tile at a time."""
+    def _backward(self, x, inputs, active, dgram, dmean):
+        """The gradient of content and style with respect to every pixel: the stages from the
+        deepest back, each recomputed tile by tile with autograd from its kept input map and
+        back-propagating ⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩ + the tile's content loss + the
+        gradient its output received from the stage after it."""
         h, w = x.shape[-2:]
-        grad = torch.zeros_like(x)
-        content = x.new_zeros((), dtype=torch.float32)
         lmasks = self._layer_masks([self.masks[i] for i in active], (h, w))
-        needed = self.layers if want_grad else self.content_layers
-        if not needed:
-            return content, grad
-        for t in self._tiles(x):
-            xt = x[..., t.ty0:t.ty1, t.tx0:t.tx1].clone().requires_grad_(want_grad)
-            with torch.set_grad_enabled(want_grad):
-                feats = self.net.features(xt, needed)
-                c = x.new_zeros((), dtype=torch.float32)
-                for n, wl in zip(self.content_layers, self.content_w):
-                    f, box = _interior(feats[n], t, self.strides[n])
-                    c = c + wl * (f.float() - _crop(self.content_targets[n], box).float()
-                                  ).pow(2).sum() / self.content_energy[n].clamp_min(1e-12)
-                surrogate = self.content_weight * c
-                if want_grad:
-                    for k in range(len(active)):
-                        for n in self.style_layers:
-                            f, box = _interior(feats[n], t, self.strides[n])
-                            lm = lmasks[k]
-                            g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
-                            norm = _norm(lm and lm[n], _full_hw(h, w, self.strides[n]))
-                            inner = (dgram[k][n] * g).sum()
-                            if dmean[k][n] is not None:     # w2: the mean counts too
-                                inner = inner + (dmean[k][n] * mu).sum()
-                            surrogate = surrogate + self.style_weight * inner / norm
-            content = content + c.detach()
-            if want_grad and surrogate.requires_grad:
-                surrogate.backward()
-                grad[..., t.ty0:t.ty1, t.tx0:t.tx1] += xt.grad
-        return content, grad
+        g_out = None
+        for k in reversed(range(len(inputs))):
+            st, src = self.stages[k], inputs[k]
+            want = [n for n in self.layers if n in st.names]
+            if g_out is not None and st.names[-1] not in want:
+                want.append(st.names[-1])
+            g_in = torch.zeros(src.shape, dtype=torch.float32, device=src.device)
+            for t in self._windows(k, src):
+                xt = src[..., t.ty0:t.ty1, t.tx0:t.tx1].detach().clone().requires_grad_(True)
+                feats = self.net.segment(xt, st.start, st.stop, want)
+                surrogate = xt.new_zeros((), dtype=torch.float32)
+                for n in want:
+                    f, box = _interior(feats[n], t, self.strides[n] // st.scale
+                                       if n in self.strides else st.geom.stride)
+                    if n in self.content_layers:
+                        surrogate = surrogate + self.content_weight * self._content_part(n, f,
+                                                                                         box)
+                    if n in self.style_layers:
+                        surrogate = surrogate + self._style_part(n, f, box, lmasks, dgram,
+                                                                 dmean, (h, w))
+                    if g_out is not None and n == st.names[-1]:
+                        surrogate = surrogate + (_crop(g_out, box) * f.float()).sum()
+                if surrogate.requires_grad:
+                    surrogate.backward()
+                    g_in[..., t.ty0:t.ty1, t.tx0:t.tx1] += xt.grad.float()
+            g_out = g_in
+            inputs[k] = None
+        return g_out
+
+    def _style_part(self, n, f, box, lmasks, dgram, dmean, hw):
+        out = 0.0
+        for k, lm in enumerate(lmasks):
+            g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
+            norm = _norm(lm and lm[n], _full_hw(*hw, self.strides[n]))
+            inner = (dgram[k][n] * g).sum()
+            if dmean[k][n] is not None:     # w2: the mean counts too
+                inner = inner + (dmean[k][n] * mu).sum()
+            out = out + self.style_weight * inner / norm
+        return out
 
 
 # ----------------------------------------------------------------------------- helpers

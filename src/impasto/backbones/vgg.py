@@ -87,9 +87,21 @@ class VGG(Backbone):
                             enabled=self.autocast_dtype is not None):
             return self._run(x, wanted, deepest)
 
-    def _run(self, x, wanted, deepest):
+    def segment(self, x: torch.Tensor, start: int, stop: int, names) -> dict:
+        """The layers ``self.names[start:stop]`` applied to ``x``: the RGB image when ``start``
+        is 0, else the output of layer ``start - 1``; returns those of ``names`` (a staged,
+        tiled evaluation runs the network a piece at a time)."""
+        if start == 0:
+            x = self.preprocess(x)
+        if self.autocast_dtype is not None and x.device.type in ("cpu", "cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            return self._run(x, set(names), stop - 1, start)
+
+    def _run(self, x, wanted, deepest, start=0):
         out = {}
-        for name in self.names[: deepest + 1]:
+        for name in self.names[start: deepest + 1]:
             if name.startswith("conv"):
                 x = self.convs[name](x)
             elif name.startswith("relu"):
