@@ -128,9 +128,9 @@ class Config:
         "L-BFGS history is sized to fit; the plan printed before the run says so (default: the "
         "free memory less 10%; on CUDA the device's free memory)", metavar="SIZE")
     tile: Optional[int] = _opt(
-        None, "evaluate the network in tiles of this many pixels (each with a margin that covers "
-        "the deepest layer's receptive field) at every scale larger than a tile (default: only "
-        "where --max-memory needs it)", metavar="PX")
+        None, "evaluate the network in tiles of this many pixels, a stage at a time (each tile "
+        "with a margin that covers its stage's receptive field), at every scale larger than a "
+        "tile (default: only where --max-memory needs it)", metavar="PX")
     # --- video (Ruder, Dosovitskiy & Brox 2016)
     temporal: bool = _opt(True, "temporal consistency: each frame after the first starts from "
                           "the previous result warped by optical flow and is kept close to it "

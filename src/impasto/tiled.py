@@ -3,18 +3,23 @@
 Independent tiles would each match the style on their own (seams, colour shifts). Here the
 loss is the untiled one, up to floating-point error:
 
-1. A first pass over the tiles, without autograd, sums each style layer's statistics over
-   the whole image: Σ m² f fᵀ and Σ m² f (the Gram matrix and the mean, region masks
-   included). Each tile is computed with a margin that holds the whole receptive field of its
-   interior, and starts at a multiple of the network's total stride, so the features of its
-   interior are exactly those of the whole image.
+1. A first pass, without autograd, sums each style layer's statistics over the whole image:
+   Σ m² f fᵀ and Σ m² f (the Gram matrix and the mean, region masks included), and the
+   content loss. The network runs in stages (cut after pool2, pool3 and pool4): each stage
+   runs tile by tile over the whole map the stage before it left, each tile with a margin
+   that holds the receptive field of its interior within the stage and starting at a
+   multiple of the stage's stride, so the interior's features are exactly those of the
+   whole image. A stage needs 8 px of context (conv1_1 to pool2) or 4 px of its input map
+   (the later blocks), where the whole network in one piece needs 80 px for relu5_1; the
+   maps between stages are small (pool2's has an eighth of the values of the first block's).
 2. The style loss and its gradient with respect to those global statistics are computed on
    the small matrices (C x C per layer).
-3. A second pass recomputes each tile with autograd and back-propagates
-   ⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩ + the tile's share of the content loss into the
-   tile's pixels: by linearity the sum over tiles is the gradient of the global loss.
-   Content (a sum over positions) is exact tile by tile; TV and the temporal term are
-   computed on the whole image, which is cheap.
+3. A backward pass goes through the stages from the deepest: each tile of a stage is
+   recomputed with autograd from the kept input map, and ⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩
+   + the tile's share of the content loss + the gradient the stage's output received from
+   the stage after it are back-propagated into the input map: by linearity the sum over
+   tiles is the gradient of the global loss. TV and the temporal term are computed on the
+   whole image, which is cheap.
 
 The returned loss is a stand-in whose value is the loss and whose gradient, when the
 optimiser calls ``backward()``, is the gradient computed above, so the optimisation loop does
