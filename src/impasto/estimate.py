@@ -130,9 +130,22 @@ def tiled_bytes(model, layers, hw, tile, precision, content_elems) -> float:
     side = tile + 2 * first.geom.margin
     window = (min(hw[0], side), min(hw[1], side))
     return (BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(
-        model, first.names[-1], window)
-            + 4.0 * (3 * hw[0] * hw[1] * 8 + content_elems
-                     + tiled.kept_elements(model, layers, hw)))
+        model, first.names[-1], window) + _image_bytes(model, layers, hw, content_elems))
+
+
+# Image-sized float32 tensors alive at a tiled step's peak: the image, its gradient, the best
+# image, L-BFGS's gradient, previous gradient, direction and two-loop vector, the backward
+# pass's image gradient, TV's copies and their gradients. Fitted: a 2048x1536 tiled step
+# peaked 0.45 GiB (12 such tensors) above a count of 8.
+IMAGE_TENSORS = 20
+
+
+def _image_bytes(model, layers, hw, content_elems) -> float:
+    """What a tiled scale keeps whatever the tile: image-sized tensors, the content targets
+    and the stages' whole maps."""
+    from . import tiled
+    return 4.0 * (3 * hw[0] * hw[1] * IMAGE_TENSORS + content_elems
+                  + tiled.kept_elements(model, layers, hw))
 
 
 # Tiles larger than this run slower per pixel on a CPU: their first block's maps (64 channels)
@@ -158,8 +171,12 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
     hw_full = imageio.fit_size(*aspect_hw, full)
     hist = history
     if budget is not None and history:
-        # the history may take at most half of what the budget leaves above the base
-        room = max(0.0, (budget - BASE_BYTES) / 2)
+        if geom is not None:    # what the largest scale leaves in tiles of CPU_TILE px
+            room = max(0.0, budget - tiled_bytes(model, layers, hw_full, CPU_TILE, precision,
+                                                 content_elements(model, content_layers,
+                                                                  hw_full)))
+        else:                   # at most half of what the budget leaves above the base
+            room = max(0.0, (budget - BASE_BYTES) / 2)
         hist = max(1, min(history, int(room // max(1.0, history_bytes(hw_full, 1)))))
     tiles, peak = [], 0.0
     value_bytes = 4.0 if precision == "fp32" else 2.0
