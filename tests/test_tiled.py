@@ -43,10 +43,12 @@ def assert_same(a, b, rel=1e-4):
 
 
 def test_geometry_of_vgg19():
-    g = tiled.geometry("vgg19", ["relu5_1"])
+    def geometry(model, layers):      # the whole network in one piece
+        return tiled._reach(tiled._chain(model, layers))
+    g = geometry("vgg19", ["relu5_1"])
     assert g.stride == 16 and g.margin == 80      # relu5_1 sees [16q - 70, 16q + 85]
-    assert tiled.geometry("vgg19", ["relu3_1", "relu1_1"]) == tiled.Geometry(4, 12)
-    assert tiled.geometry("vgg19", ["relu1_1"]) == tiled.Geometry(1, 1)
+    assert geometry("vgg19", ["relu3_1", "relu1_1"]) == tiled.Geometry(4, 12)
+    assert geometry("vgg19", ["relu1_1"]) == tiled.Geometry(1, 1)
 
 
 def test_the_network_is_cut_into_stages_that_need_small_margins():
@@ -138,7 +140,7 @@ def test_temporal_and_no_grad_evaluation(vgg19):
 
 def test_only_vgg_models_tile():
     with pytest.raises(Exception, match="VGG models only"):
-        tiled.geometry("resnet50", ["res2a"])
+        tiled.stages("resnet50", ["res2a"])
 
 
 def test_a_margin_too_small_is_not_exact(vgg19):

@@ -76,12 +76,6 @@ def _reach(chain) -> Geometry:
     return Geometry(stride, margin)
 
 
-def geometry(model: str, layers) -> Geometry:
-    """The stride and margin of ``model`` up to the deepest of ``layers`` in one piece (what a
-    single-stage tiling would need: relu5_1 needs 80 px of context on each side)."""
-    return _reach(_chain(model, layers))
-
-
 def _chain(model, layers):
     m = backbones.spec(model)
     if not m.is_vgg:
@@ -274,8 +268,7 @@ class TiledObjective:
         release_memory()
 
     # ------------------------------------------------------------------ passes over tiles
-    def _windows(self, k, x):
-        """The tiles of stage ``k`` over its input map ``x``."""
+    def _windows(self, k, x):      # the tiles of stage k over its input map x
         return tiles(*x.shape[-2:], self.stage_tiles[k], self.stages[k].geom)
 
     def _forward(self, image, names, visit, keep=False):
