@@ -28,9 +28,9 @@ are worked out from the layer table).
 """
 from __future__ import annotations
 
-import ctypes
 import ctypes.util
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -156,7 +156,7 @@ def kept_elements(model: str, layers, hw) -> float:
     """The whole maps a staged evaluation keeps: every stage's input map after the first, and
     at the worst moment of the backward pass the gradients of two neighbouring ones."""
     sts = stages(model, layers)
-    maps = [st.cin * (_full_hw(*hw, st.scale)[0] * _full_hw(*hw, st.scale)[1]) for st in sts]
+    maps = [st.cin * math.prod(_full_hw(*hw, st.scale)) for st in sts]
     pairs = [maps[k] + (maps[k + 1] if k + 1 < len(maps) else 0) for k in range(1, len(maps))]
     return sum(maps[1:]) + max(pairs, default=0)
 
