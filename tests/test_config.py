@@ -174,6 +174,8 @@ RANGES = [
     ("transfer", {"style_scale": -1.0}, "style_scale: must be positive"),
     ("transfer", {"style_scale": MAX_STYLE_SCALE + 0.5},
      f"style_scale: must be at most {MAX_STYLE_SCALE:g}, got {MAX_STYLE_SCALE + 0.5:g}"),
+    ("transfer", {"deep_style_scale": 0.5},
+     f"deep_style_scale: must be between 1 (off) and {MAX_STYLE_SCALE:g}, got 0.5"),
     ("transfer", {"size": 4096, "style_scale": 4.5},
      f"style_scale: gives a 18432 px style image at --size 4096; --size x --style-scale must "
      f"be at most {MAX_SIZE}"),

@@ -186,6 +186,26 @@ def test_blend_of_styles_is_a_weighted_mean_of_grams(net):
     assert obj(x)[1][1].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_deep_layers_take_their_statistics_from_the_larger_copy_of_each_painting(net):
+    s1, s2, big1, big2 = _img(4), _img(5), _img(7, 16, 20), _img(8, 16, 20)
+    region = losses.Region(None, [s1, s2], [1, 3], deep_styles=[big1, big2], deep_layers=["b"])
+    assert region.style_sources(["a", "b"]) == [(0.25, [(s1, ["a"]), (big1, ["b"])]),
+                                                (0.75, [(s2, ["a"]), (big2, ["b"])])]
+    assert region.style_sources(["a"]) == [(0.25, [(s1, ["a"])]), (0.75, [(s2, ["a"])])]
+    with torch.no_grad():
+        stats = {id(t): {k: gram(v) for k, v in net.features(t, ["a", "b"]).items()}
+                 for t in (s1, s2, big1, big2)}
+    for stat in ("gram", "sw"):
+        obj = objective(net, regions=[region], style_layers=["a", "b"], style_stat=stat)
+        tg = obj.style_targets[0]
+        assert torch.allclose(tg["a"].gram, 0.25 * stats[id(s1)]["a"] + 0.75 * stats[id(s2)]["a"])
+        assert torch.allclose(tg["b"].gram,
+                              0.25 * stats[id(big1)]["b"] + 0.75 * stats[id(big2)]["b"])
+    # without the larger copies every layer reads the paintings themselves
+    plain = objective(net, regions=[losses.Region(None, [s1], deep_layers=["b"])], style_layers=["a", "b"])
+    assert torch.allclose(plain.style_targets[0]["b"].gram, stats[id(s1)]["b"])
+
+
 def test_targets_have_no_grad_but_the_image_does(net):
     content = _img(1).requires_grad_(True)
     style = _img(2).requires_grad_(True)

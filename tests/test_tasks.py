@@ -149,6 +149,31 @@ def test_result_carries_the_options_and_a_seed(content_image, style_image):
     assert torch.equal(r.tensor, again.tensor)
 
 
+def test_deep_style_layers_read_a_larger_copy_of_the_painting(monkeypatch, content_image,
+                                                              style_image):
+    seen = []
+
+    class Recording(tasks.Objective):       # the real objective, its regions written down
+        def __init__(self, net, **kw):
+            seen.append(kw["regions"])
+            super().__init__(net, **kw)
+    monkeypatch.setattr(tasks, "Objective", Recording)
+
+    def deep_sides(**kw):
+        seen.clear()
+        impasto.run("transfer", content_image, style_image, size=48, steps=1, precision="fp32",
+                    **kw)
+        return [(max(r.styles[0].shape[-2:]), r.deep_styles and max(r.deep_styles[0].shape[-2:]),
+                 r.deep_layers) for r, in seen]
+    deep = ("relu4_1", "relu5_1")
+    assert deep_sides(scales=1) == [(48, 96, deep)]
+    assert deep_sides(scales=1, deep_style_scale=1) == [(48, None, deep)]
+    assert deep_sides(scales=1, style_layers=["relu1_1", "relu3_1"]) == [(48, None, ())]
+    assert Config(size=768).style_sides(768) == (768, 1024)      # enlarged up to 1024 px
+    assert Config(size=2048).style_sides(2048) == (2048, 2048)   # and never made smaller
+    assert Config(size=512, style_scale=0.5).style_sides(512) == (256, 512)
+
+
 def test_image_too_small_for_the_deepest_layer(style_image):
     thin = Image.new("RGB", (40, 8), (120, 60, 30))     # 64x13 at --size 64; relu5_1 needs 16
     with pytest.raises(UserError) as e:

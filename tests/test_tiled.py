@@ -125,6 +125,17 @@ def test_regions_and_several_styles_match(vgg19):
     assert_same(*both(vgg19, 24, x, **kw))
 
 
+def test_deep_layers_from_a_larger_painting_match(vgg19):
+    c, s, x = _img(64, 48, 1), _img(48, 40, 2), _img(64, 48, 3)
+    big = _img(96, 80, 2)
+    region = Region(None, [s], deep_styles=[big], deep_layers=["relu3_1"])
+    kw = dict(content=c, regions=[region], style_stat="gram", **SHALLOW, **WEIGHTS)
+    (loss, terms, grad), tiled_out = both(vgg19, 24, x, **kw)
+    assert_same((loss, terms, grad), tiled_out)
+    kw["regions"] = [Region(None, [s])]
+    assert both(vgg19, 24, x, **kw)[1][0] != pytest.approx(loss, rel=1e-3)
+
+
 def test_temporal_and_no_grad_evaluation(vgg19):
     c, s, x = _img(64, 48, 1), _img(48, 40, 2), _img(64, 48, 3)
     temporal = (_img(64, 48, 6), torch.rand(1, 1, 48, 64))

@@ -20,6 +20,7 @@ TASKS = ("transfer", "reconstruct", "texture", "video")
 # a 12000x8000 museum scan; a larger file is refused with a line that names --max-input-pixels.
 MAX_INPUT_PIXELS = 100_000_000
 MAX_SIZE = 16384            # --size, and the style image's long side (--size x --style-scale)
+DEEP_STYLE_LIMIT = 1024    # px: the deep style layers' copy of a painting is enlarged no further
 MAX_STYLE_SCALE = 8.0
 INITS = ("content", "style", "gaussian", "uniform")
 _ALL = TASKS
@@ -47,6 +48,11 @@ class Config:
     style_scale: float = _opt(
         1.0, "style image long side as a multiple of the output long side: larger values give "
         "larger brush strokes", tasks=_STYLED)
+    deep_style_scale: float = _opt(
+        2.0, "the deep style layers (stride 8 and more: vgg19's relu4_1, relu5_1) take their "
+        "statistics from the style image enlarged this many times (to at most "
+        f"{DEEP_STYLE_LIMIT} px, or the style image's own size if larger), so that they describe "
+        "brushwork, not the painting's objects (faces, figures); 1: off", tasks=_STYLED)
     # --- objective
     content_layers: Optional[list[str]] = _opt(
         None, "layers whose features the output must match (paper names, e.g. relu4_2; "
@@ -156,6 +162,17 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def style_sides(self, long_side: int) -> tuple[int, int]:
+        """The long sides of the style image and of its deep layers' copy at an output long
+        side of ``long_side`` (equal when ``deep_style_scale`` is 1 or the limit is reached)."""
+        side = max(1, round(long_side * self.style_scale))
+        deep = min(round(side * self.deep_style_scale), max(side, DEEP_STYLE_LIMIT))
+        return side, max(side, deep)
+
+    def style_load_side(self) -> int:
+        """The long side a style image is decoded for: the largest of ``style_sides``."""
+        return self.style_sides(self.size)[1]
+
     def with_model_layers(self) -> "Config":
         """This config with the model's default content and style layers wherever the layers
         are None (not given). The one place the defaults are resolved; a run records them."""
@@ -230,6 +247,9 @@ class Config:
         elif task in _STYLED and self.size <= MAX_SIZE < self.size * self.style_scale:
             bad("style_scale", f"gives a {self.size * self.style_scale:.0f} px style image at "
                 f"--size {self.size}; --size x --style-scale must be at most {MAX_SIZE}")
+        if not 1 <= self.deep_style_scale <= MAX_STYLE_SCALE:
+            bad("deep_style_scale", f"must be between 1 (off) and {MAX_STYLE_SCALE:g}, got "
+                f"{self.deep_style_scale:g}")
         if self.scales is not None and not (1 <= self.scales <= 8):
             bad("scales", f"must be between 1 and 8, got {self.scales}")
         for name in ("steps", "content_weight", "style_weight", "tv_weight", "tol", "frame_steps",

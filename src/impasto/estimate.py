@@ -105,12 +105,11 @@ def history_bytes(hw, history: int) -> float:
 
 def content_elements(model, content_layers, hw) -> float:
     """The content targets' elements: one feature map per content layer at its stride."""
-    from . import tiled
     out = 0.0
     if not backbones.spec(model).is_vgg:
         return out
     for name in content_layers:
-        s = tiled._stride(model, name)
+        s = backbones.stride(model, name)
         out += _channels(model, name) * (hw[0] // s) * (hw[1] // s)
     return out
 

@@ -176,10 +176,24 @@ class StyleTarget:
 class Region:
     """A part of the output with its own style: ``mask`` (1, 1, H, W) weights in [0, 1] at the
     output size (None: everywhere), ``styles`` its style images (empty: content only there)
-    and ``blend`` their weights."""
+    and ``blend`` their weights. ``deep_styles`` (optional): the same paintings larger, from
+    which the ``deep_layers`` take their statistics (see ``Config.style_deep_size``)."""
 
-    def __init__(self, mask=None, styles=(), blend=None):
+    def __init__(self, mask=None, styles=(), blend=None, deep_styles=None, deep_layers=()):
         self.mask, self.styles, self.blend = mask, list(styles), blend
+        self.deep_styles, self.deep_layers = deep_styles, tuple(deep_layers)
+
+    def style_sources(self, layers):
+        """Per style image: its blend weight and the (image, layers) pairs from which its
+        statistics at ``layers`` come (the deep layers from its larger copy, if any)."""
+        out = []
+        for i, b in enumerate(_normalised(self.blend, len(self.styles))):
+            deep = [k for k in layers if k in self.deep_layers] if self.deep_styles else []
+            parts = [(self.styles[i], [k for k in layers if k not in deep])]
+            if deep:
+                parts.append((self.deep_styles[i], deep))
+            out.append((b, [(image, ls) for image, ls in parts if ls]))
+        return out
 
 
 def _moments(feats: dict) -> dict:
@@ -266,18 +280,19 @@ class Objective:
                     self.region_w.append(0.0)
                     continue
                 grams, means, samples = {}, {}, {}
-                for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
-                    if style_stat == "sw":      # needs the features themselves
-                        feats = backbone.features(style, self.style_layers)
-                        stats = _moments(feats)
-                        for k in self.style_layers:
-                            f = feats[k].detach()
-                            samples.setdefault(k, []).append((f.reshape(f.shape[1], -1), b))
-                    else:
-                        stats = style_statistics(backbone, style, self.style_layers)
-                    for k in self.style_layers:
-                        grams[k] = grams.get(k, 0) + b * stats[k][0]
-                        means[k] = means.get(k, 0) + b * stats[k][1]
+                for b, parts in region.style_sources(self.style_layers):
+                    for style, layers in parts:
+                        if style_stat == "sw":      # needs the features themselves
+                            feats = backbone.features(style, layers)
+                            stats = _moments(feats)
+                            for k in layers:
+                                f = feats[k].detach()
+                                samples.setdefault(k, []).append((f.reshape(f.shape[1], -1), b))
+                        else:
+                            stats = style_statistics(backbone, style, layers)
+                        for k in layers:
+                            grams[k] = grams.get(k, 0) + b * stats[k][0]
+                            means[k] = means.get(k, 0) + b * stats[k][1]
                 self.style_targets.append({k: StyleTarget(grams[k], means[k], style_stat,
                                                           samples.get(k))
                                            for k in self.style_layers})

@@ -300,8 +300,8 @@ def _size_of(im) -> float:
 
 def load(spec: Spec, cfg: Config, max_pixels: int, cache: dict | None = None) -> Loaded:
     """Decode every source of ``spec`` at the size the run needs: the content, mask and init
-    image at ``--size``, the styles at ``--size`` x ``--style-scale``."""
-    style_side = max(1, round(cfg.size * cfg.style_scale))
+    image at ``--size``, the styles at ``Config.style_load_side``."""
+    style_side = cfg.style_load_side()
     peaks, images = [], []
 
     def get(source, side, role):

@@ -28,7 +28,7 @@ ABBREV = {
     "content_layers": "cl", "style_layers": "sl", "content_layer_weights": "clw",
     "style_layer_weights": "slw", "style_scale": "ss", "pooling": "pool", "precision": "prec",
     "style_loss": "stat", "tv_norm": "tvn", "preserve_color": "pc", "color_from": "cf",
-    "history_size": "hist", "line_search": "ls", "style_blend": "blend",
+    "history_size": "hist", "line_search": "ls", "style_blend": "blend", "deep_style_scale": "dss",
 }
 LIST_JOIN = "+"   # joins the items of a list-valued option inside one value: relu1_1+relu2_1
 LINK = ":"        # links options that vary together: optimizer:lr=lbfgs:1,adam:0.02

@@ -245,15 +245,24 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     deepest = backbones.deepest(cfg.model, layers) if layers else None
 
     def style_side(long_side):
-        return max(1, round(long_side * cfg.style_scale))
+        return cfg.style_sides(long_side)[0]
+
+    deep_layers = [k for k in cfg.style_layers if backbones.stride(cfg.model, k) >= 8] \
+        if layers and all_styles else []
+
+    def deep_side(long_side):       # None: the deep layers use the same style image
+        side, deep = cfg.style_sides(long_side)
+        return deep if deep_layers and deep > side else None
 
     def images_at(long_side):
         hw = imageio.fit_size(*aspect_src.shape[-2:], long_side)
         c = imageio.resize(content_src, hw) if content_src is not None else None
-        style_long = style_side(long_side)
+        style_long, deep_long = style_side(long_side), deep_side(long_side)
         regs = [Region(None if m is None else F.interpolate(m, size=hw, mode="bilinear",
                                                             align_corners=False),
-                       [imageio.resize_long(x, style_long) for x in ss], b)
+                       [imageio.resize_long(x, style_long) for x in ss], b,
+                       deep_styles=None if deep_long is None else
+                       [imageio.resize_long(x, deep_long) for x in ss], deep_layers=deep_layers)
                 for m, ss, b in region_srcs]
         return hw, c, regs
 
@@ -268,7 +277,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                        (f"style image {j + 1}" if len(all_styles) > 1 else "the style image")
                        + where, deepest)
     net, weights_id = get_backbone(cfg, layers, device, precision) if layers else (None, "none")
-    style_hws = [imageio.fit_size(*st.shape[-2:], style_side(cfg.size)) for st in all_styles]
+    style_hws = [imageio.fit_size(*st.shape[-2:], side) for st in all_styles
+                 for side in (style_side(cfg.size), deep_side(cfg.size)) if side]
     content_layers = cfg.content_layers if content_src is not None and cfg.content_weight > 0 \
         else []
     memory = plan_memory(cfg, layers, content_layers, plan, aspect_src.shape[-2:], precision,
@@ -314,6 +324,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             x = imageio.resize(x, hw)
         for r in regs:
             r.styles = [st.to(device) for st in r.styles]
+            r.deep_styles = r.deep_styles and [st.to(device) for st in r.deep_styles]
             r.mask = None if r.mask is None else r.mask.to(device)
         tile = memory["tiles"][k]
         make = Objective if tile is None else functools.partial(TiledObjective, tile=tile)

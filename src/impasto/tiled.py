@@ -241,7 +241,7 @@ class TiledObjective:
         model = getattr(backbone, "model", "vgg19")
         self.stages = stages(model, self.layers) if self.layers else []
         self.stage_tiles = stage_tiles(self.stages, tile) if self.stages else []
-        self.strides = {n: _stride(model, n) for n in self.layers}
+        self.strides = {n: backbones.stride(model, n) for n in self.layers}
         with torch.no_grad():
             self.content_targets = {}
             if self.content_layers:
@@ -256,11 +256,12 @@ class TiledObjective:
                     self.masks.append(None)
                     continue
                 grams, means = {}, {}
-                for style, b in zip(region.styles, _normalised(region.blend, len(region.styles))):
-                    g, m = self._stats(style, [None])[:2]
-                    for k in self.style_layers:
-                        grams[k] = grams.get(k, 0) + b * g[0][k]
-                        means[k] = means.get(k, 0) + b * m[0][k]
+                for b, parts in region.style_sources(self.style_layers):
+                    for style, layers in parts:
+                        g, m = self._stats(style, [None], layers=layers)[:2]
+                        for k in layers:
+                            grams[k] = grams.get(k, 0) + b * g[0][k]
+                            means[k] = means.get(k, 0) + b * m[0][k]
                 self.style_targets.append({k: StyleTarget(grams[k], means[k], style_stat)
                                            for k in self.style_layers})
                 self.region_w.append(1.0 if region.mask is None else float(region.mask.mean()))
@@ -321,18 +322,20 @@ class TiledObjective:
                 for n in self.style_layers})
         return out
 
-    def _stats(self, image, masks, content=False, keep=False):
-        """Per region: the (guided) Gram matrix and mean of every style layer over the whole
-        image, summed tile by tile without autograd; with ``content``, the content loss too
-        (else None), and with ``keep``, every stage's input map for the backward pass."""
+    def _stats(self, image, masks, content=False, keep=False, layers=None):
+        """Per region: the (guided) Gram matrix and mean of every style layer (or of
+        ``layers``) over the whole image, summed tile by tile without autograd; with
+        ``content``, the content loss too (else None), and with ``keep``, every stage's input
+        map for the backward pass."""
         h, w = image.shape[-2:]
         lmasks = self._layer_masks(masks, (h, w))
         sums = [{} for _ in masks]
         closs = [image.new_zeros((), dtype=torch.float32)]
-        names = (self.style_layers if masks else []) + (self.content_layers if content else [])
+        layers = self.style_layers if layers is None else layers
+        names = (layers if masks else []) + (self.content_layers if content else [])
 
         def visit(n, f, box):
-            if masks and n in self.style_layers:
+            if masks and n in layers:
                 for i, lm in enumerate(lmasks):
                     g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
                     acc = sums[i].setdefault(n, [0, 0])
@@ -343,7 +346,7 @@ class TiledObjective:
         grams, means = [], []
         for i, lm in enumerate(lmasks):
             grams.append({}), means.append({})
-            for n in self.style_layers:
+            for n in layers:
                 norm = _norm(lm and lm[n], _full_hw(h, w, self.strides[n]))
                 grams[i][n] = sums[i][n][0] / norm
                 means[i][n] = sums[i][n][1] / norm
@@ -467,11 +470,6 @@ def release_memory() -> None:
     lib = _libc()
     if lib is not None:
         lib.malloc_trim(0)
-
-
-def _stride(model, name):
-    names = backbones.layers(model)
-    return 2 ** sum(n.startswith("pool") for n in names[: names.index(name)])
 
 
 def _crop(t, box):

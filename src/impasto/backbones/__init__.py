@@ -111,6 +111,14 @@ def out_side(model: str, name: str, side: int) -> int:
     return _out_side(side, _chain(arch_of(model), name))
 
 
+def stride(model: str, name: str) -> int:
+    """How many input pixels one position of layer ``name``'s map spans (1, 2, 4, 8 ...)."""
+    names = layers(model)
+    if spec(model).is_vgg:
+        return 2 ** sum(n.startswith("pool") for n in names[: names.index(name) + 1])
+    return round(4096 / out_side(model, name, 4096))
+
+
 @functools.lru_cache(maxsize=None)
 def _min_side(arch: str, last: str) -> int:
     chain, n = _chain(arch, last), 1

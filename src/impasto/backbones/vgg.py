@@ -93,7 +93,7 @@ class VGG(Backbone):
         tiled evaluation runs the network a piece at a time)."""
         if start == 0:
             x = self.preprocess(x)
-        if self.autocast_dtype is not None and x.device.type in ("cpu", "cuda"):
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(x.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):

@@ -114,7 +114,7 @@ def _load_regions(args, cfg, source, styles_given, max_pixels):
         raise UserError("impasto video: with masks, give the styles with --region-style "
                         "COLOUR=STYLE, not as STYLE arguments")
     colours = sources.region_colours(specs)
-    style_side = round(cfg.size * cfg.style_scale)
+    style_side = cfg.style_load_side()
     region_styles = [([imageio.load(p, long_side=style_side, max_pixels=max_pixels,
                                     what=f"style of region {c}")] if p else [], None)
                      for c, p in specs]
@@ -231,7 +231,7 @@ def run(args, argv, interrupt=None) -> int:
     if regions is None and not styles_paths:
         raise UserError("impasto video: give a STYLE image (or --mask-video/--first-mask with "
                         "--region-style COLOUR=STYLE)")
-    style_side = round(cfg.size * cfg.style_scale)
+    style_side = cfg.style_load_side()
     styles = [imageio.load(p, long_side=style_side, max_pixels=args.max_input_pixels,
                            what="style image") for p in styles_paths]
     inputs = {"input": args.input, "styles": styles_paths}
