@@ -409,7 +409,10 @@ def options_error(lines) -> UserError:
 TASK_DEFAULTS = {
     "transfer": {},
     "reconstruct": {"init": "gaussian", "style_weight": 0.0, "tv_weight": 0.0},
-    "texture": {"init": "gaussian", "content_weight": 0.0, "tv_weight": 0.0, "scales": 1},
+    # a texture reproduces the painting's structure by design, so its deep layers read the
+    # painting at its own size (deep_style_scale is the cure for pasted objects in a transfer)
+    "texture": {"init": "gaussian", "content_weight": 0.0, "tv_weight": 0.0, "scales": 1,
+                "deep_style_scale": 1.0},
     # 384 px: large enough for the strokes to read in a video, and a later frame (100 full-size
     # fp32 steps, 1.8 s each measured on a quiet 2-core CPU) still takes only ~3 minutes
     "video": {"size": 384},
