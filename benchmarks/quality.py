@@ -19,7 +19,9 @@ impasto subprocesses run this checkout's src/ (PYTHONPATH), and so does the eval
 Every output is then scored by one common evaluator (speed.evaluate): impasto's own default
 objective in fp32 on the Caffe VGG19 at the same size. It is impasto's objective, so it FAVOURS
 IMPASTO: pastiche minimises a different loss (its own weights and normalisation), and a lower
-evaluator loss does not prove a better picture. The contact sheet (rows: pairs; columns: the
+evaluator loss does not prove a better picture. (One difference: the evaluator takes every
+style layer's statistics from the painting at the output's size, the classic objective, where
+impasto's default takes its deep layers' from the painting enlarged 2x, --deep-style-scale.) The contact sheet (rows: pairs; columns: the
 content, the style, then every run labelled with its setting, wall time and loss) is there to
 check the numbers against the eye.
 
@@ -31,6 +33,7 @@ sheet (quality_<size>_sheet.png) and the curves (quality_<size>_curve.png).
 
     python benchmarks/quality.py               # 3 pairs, 512 px: hours (pastiche ~25 min a pair)
     python benchmarks/quality.py --skip-pastiche --budgets 15,30
+    python benchmarks/quality.py --report-only   # the report of a run stopped after some pairs
     python benchmarks/quality.py --pairs examples/tubingen.jpg:examples/starry_night.jpg \\
         --size 48 --budgets 15 --impasto-steps 5 --pastiche-steps 3,5 --pastiche-default-steps 8 \\
         --out /tmp/q                                   # a smoke test: about a minute
@@ -257,6 +260,9 @@ def parse_args(argv=None):
     p.add_argument("--pastiche-default-steps", type=int, default=1000,
                    help="pastiche's default run (its own default: 1000); lower only to smoke-test")
     p.add_argument("--skip-pastiche", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: report the pairs already measured in --out (each pair's "
+                        "rows.json, written when it is done), e.g. of a run stopped early")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality")
     args = p.parse_args(argv)
@@ -282,15 +288,24 @@ def main(argv=None) -> None:
     print(machine + "." + trimmed(args), flush=True)
     results = []
     for n, pair in enumerate(args.pairs):
-        log(f"{pair.content.name} x {pair.style.name} at {args.size} px")
         folder = args.out / f"{n}-{pair.content.stem}"
+        if args.report_only:
+            if (folder / "rows.json").is_file():
+                saved = json.loads((folder / "rows.json").read_text())
+                machine = saved.get("machine", machine)
+                results.append((pair, saved["rows"]))
+            continue
+        log(f"{pair.content.name} x {pair.style.name} at {args.size} px")
         folder.mkdir(parents=True, exist_ok=True)
         rows = [run_impasto(pair, b, folder, args) for b in [None, *args.budgets]]
         if not args.skip_pastiche:
             rows += run_pastiche(pair, folder, args)
         evaluate(rows, args.size, pair)
+        (folder / "rows.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
         results.append((pair, rows))
         print("\n" + report_pair(pair, rows) + "\n", flush=True)
+    if not results:
+        sys.exit(f"quality.py: nothing measured in {args.out} for these pairs")
 
     stamp = f"{args.size}-{datetime.datetime.now():%Y%m%d-%H%M}"
     text = "\n\n".join([f"# impasto quality against time, {args.size} px, seed {args.seed}",

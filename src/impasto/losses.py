@@ -177,7 +177,7 @@ class Region:
     """A part of the output with its own style: ``mask`` (1, 1, H, W) weights in [0, 1] at the
     output size (None: everywhere), ``styles`` its style images (empty: content only there)
     and ``blend`` their weights. ``deep_styles`` (optional): the same paintings larger, from
-    which the ``deep_layers`` take their statistics (see ``Config.style_deep_size``)."""
+    which the ``deep_layers`` take their statistics (see ``Config.deep_style_scale``)."""
 
     def __init__(self, mask=None, styles=(), blend=None, deep_styles=None, deep_layers=()):
         self.mask, self.styles, self.blend = mask, list(styles), blend
