@@ -42,6 +42,20 @@ def test_the_plan_a_budget_buys():
     assert sum(fast) == pytest.approx(2 * sum(counts) + 9, rel=0.1)
 
 
+def test_the_plan_pays_for_each_scales_setup_first():
+    """The deep layers' larger painting costs a forward pass before a scale's first step:
+    the plan spends that time there and buys fewer steps with what is left."""
+    costs, setup = [0.1, 0.4, 1.6], [0.0, 1.0, 4.0]
+    counts = budget.plan_steps(costs, 60.0, 10_000, setup)
+    spent = sum(n * c for n, c in zip(counts, costs)) + budget.WARM_UP_STEPS * sum(costs) + 5.0
+    assert 57.0 <= spent <= 60.0
+    assert sum(counts) < sum(budget.plan_steps(costs, 60.0, 10_000))
+    assert budget.plan_seconds(costs, counts, setup) == pytest.approx(
+        budget.plan_seconds(costs, counts) + 5.0)
+    assert budget.plan_seconds(costs, [5, 0, 3], setup) == pytest.approx(
+        budget.plan_seconds(costs, [5, 0, 3]) + 4.0)      # a scale without steps costs nothing
+
+
 def test_a_budget_too_short_names_the_option():
     with pytest.raises(UserError, match="--time: 5 s is too short"):
         budget.check_fits(-1.0, 2.0, 5)

@@ -42,14 +42,16 @@ def seconds_per_step(step_flops: float, throughput: float) -> float:
     return STEP_OVERHEAD * step_flops / throughput
 
 
-def plan_steps(costs: list[float], seconds: float, ceiling: int) -> list[int]:
+def plan_steps(costs: list[float], seconds: float, ceiling: int, setup=()) -> list[int]:
     """Steps per scale (coarsest first) whose cost fills ``seconds``: ``costs`` are the
-    seconds of one step at each scale. The usual 1.5:1 proportion between neighbouring scales,
-    at most ``ceiling`` steps in all, at least one step at the finest scale."""
+    seconds of one step at each scale, ``setup`` (optional) what each scale costs before its
+    first step beyond the warm-up (the deep layers' larger painting). The usual 1.5:1
+    proportion between neighbouring scales, at most ``ceiling`` steps in all, at least one step
+    at the finest scale."""
     n = len(costs)
     weights = [1.5 ** (n - 1 - k) for k in range(n)]
     share = [w / sum(weights) for w in weights]
-    warm = sum(WARM_UP_STEPS * c for c in costs)
+    warm = sum(WARM_UP_STEPS * c for c in costs) + sum(setup)
     per_step = sum(s * c for s, c in zip(share, costs))
     total = max(0.0, seconds - warm) / per_step if per_step > 0 else ceiling
     total = min(ceiling, int(total))
@@ -59,10 +61,11 @@ def plan_steps(costs: list[float], seconds: float, ceiling: int) -> list[int]:
     return counts
 
 
-def plan_seconds(costs: list[float], counts: list[int]) -> float:
+def plan_seconds(costs: list[float], counts: list[int], setup=()) -> float:
     """Seconds the steps ``counts`` take at ``costs`` per step, each scale's first step (new
-    kernels, new targets) counted as WARM_UP_STEPS steps."""
-    return sum(c * (n + WARM_UP_STEPS - 1) for c, n in zip(costs, counts) if n > 0)
+    kernels, new targets) counted as WARM_UP_STEPS steps, plus its ``setup`` (optional)."""
+    setup = list(setup) or [0.0] * len(costs)
+    return sum(c * (n + WARM_UP_STEPS - 1) + s for c, n, s in zip(costs, counts, setup) if n > 0)
 
 
 def corrected(costs: list[float], k: int, history: list) -> list[float]:

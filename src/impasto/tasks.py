@@ -283,13 +283,15 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         else []
     memory = plan_memory(cfg, layers, content_layers, plan, aspect_src.shape[-2:], precision,
                          device, style_hws)
-    deadline, throughput, costs = None, None, None
+    deadline, throughput, costs, setup = None, None, None, None
     if cfg.time is not None and layers:
         from . import estimate      # measured cheaply, at the coarsest scale, once
         side = min(192, plan[0][0])
         throughput = estimate.measure_throughput(net, deepest, device, side=side, repeats=1)
+        setup = _setup_costs(cfg, plan, all_styles, deep_side, deepest, throughput)
         deadline, costs, plan = _time_plan(cfg, plan, aspect_src.shape[-2:], layers, memory,
-                                           throughput, t0 if started is None else started)
+                                           throughput, t0 if started is None else started,
+                                           setup)
     if on_plan is not None and layers:
         from . import budget, estimate
         if throughput is None:      # what a step costs here: a quick measurement (~0.3 s)
@@ -301,7 +303,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                                  throughput, style_hws=style_hws, tiles=memory["tiles"])
         info["peak_bytes"] = memory["peak_bytes"]
         info["step_seconds"] = list(costs)
-        info["seconds"] = budget.plan_seconds(costs, [n for _, n in plan])
+        if setup is None:
+            setup = _setup_costs(cfg, plan, all_styles, deep_side, deepest, throughput)
+        info["seconds"] = budget.plan_seconds(costs, [n for _, n in plan], setup)
         if deadline is not None:
             info["seconds"] = deadline - (t0 if started is None else started)
         on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
@@ -340,7 +344,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             if outcomes:            # what the last scale's steps really cost corrects the rest
                 costs = budget.corrected(costs, k - 1, outcomes[-1].history)
             steps = budget.plan_steps(costs[k:], deadline - time.perf_counter(),
-                                      max(1, cfg.steps - done))[0]
+                                      max(1, cfg.steps - done), [0.0, *setup[k + 1:]])[0]
             if k == len(plan) - 1:
                 steps = max(1, cfg.steps - done)       # the deadline ends the last scale
         settings.steps = steps
@@ -375,7 +379,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                   [list(p) for p in plan], {k: memory[k] for k in ("tiles", "history")})
 
 
-def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began):
+def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
     """(deadline, seconds per step at each scale, the plan of steps that fills the budget)."""
     from . import budget
     seconds = budget.parse_duration(cfg.time)
@@ -383,8 +387,22 @@ def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began):
     costs = _step_costs(cfg, plan, aspect_hw, layers, memory, throughput)
     left = deadline - time.perf_counter()
     budget.check_fits(left, costs[-1], seconds)
-    counts = budget.plan_steps(costs, left, cfg.steps)
+    counts = budget.plan_steps(costs, left, cfg.steps, setup)
     return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
+
+
+def _setup_costs(cfg, plan, styles, deep_side, deepest, throughput) -> list:
+    """Seconds each scale spends on its deep layers' larger paintings (one forward pass each)
+    before its first step; 0 where there are none."""
+    from . import budget, estimate
+    out = []
+    for side, _ in plan:
+        deep = deep_side(side)
+        out.append(0.0 if deep is None else sum(
+            budget.seconds_per_step(estimate.step_flops(
+                cfg.model, deepest, imageio.fit_size(*st.shape[-2:], deep)) / 2, throughput)
+            for st in styles))
+    return out
 
 
 def _step_costs(cfg, plan, aspect_hw, layers, memory, throughput) -> list:
