@@ -19,9 +19,10 @@ impasto subprocesses run this checkout's src/ (PYTHONPATH), and so does the eval
 Every output is then scored by one common evaluator (speed.evaluate): impasto's own default
 objective in fp32 on the Caffe VGG19 at the same size. It is impasto's objective, so it FAVOURS
 IMPASTO: pastiche minimises a different loss (its own weights and normalisation), and a lower
-evaluator loss does not prove a better picture. (One difference: the evaluator takes every
-style layer's statistics from the painting at the output's size, the classic objective, where
-impasto's default takes its deep layers' from the painting enlarged 2x, --deep-style-scale.) The contact sheet (rows: pairs; columns: the
+evaluator loss does not prove a better picture. It is the objective of impasto's default
+run, deep style layers read from the painting enlarged 2x (--deep-style-scale) included; the
+classic objective (every layer from the painting at the output's size) is not what impasto
+minimises any more, so it would favour neither tool in a known way. The contact sheet (rows: pairs; columns: the
 content, the style, then every run labelled with its setting, wall time and loss) is there to
 check the numbers against the eye.
 
@@ -228,7 +229,7 @@ def curve_figure(results: list, size: int, path: Path) -> None:
         ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="center right")  # clear of the "Nx sooner" line
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -260,6 +261,9 @@ def parse_args(argv=None):
     p.add_argument("--pastiche-default-steps", type=int, default=1000,
                    help="pastiche's default run (its own default: 1000); lower only to smoke-test")
     p.add_argument("--skip-pastiche", action="store_true")
+    p.add_argument("--rescore", action="store_true",
+                   help="with --report-only: score the saved outputs again with this checkout's "
+                        "evaluator (after a change to impasto's default objective)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: report the pairs already measured in --out (each pair's "
                         "rows.json, written when it is done), e.g. of a run stopped early")
@@ -293,6 +297,9 @@ def main(argv=None) -> None:
             if (folder / "rows.json").is_file():
                 saved = json.loads((folder / "rows.json").read_text())
                 machine = saved.get("machine", machine)
+                if args.rescore:
+                    evaluate(saved["rows"], args.size, pair)
+                    (folder / "rows.json").write_text(json.dumps(saved, indent=1))
                 results.append((pair, saved["rows"]))
             continue
         log(f"{pair.content.name} x {pair.style.name} at {args.size} px")

@@ -180,19 +180,23 @@ def calibrate(hw, repeats: int = 3, precisions=("fp32", "bf16")) -> dict:
 
 
 def evaluate(rows: list, size: int, args) -> None:
-    """Add the fp32 loss (total and terms) of every row's output image to the row."""
+    """Add the fp32 loss (total and terms) of every row's output image to the row: impasto's
+    default objective at ``size``, the deep style layers' painting enlarged as a run does."""
     import torch
     from impasto import Config, tasks, image as imageio
-    from impasto.losses import Objective
+    from impasto.losses import Objective, Region
 
-    cfg = Config().with_model_layers()
+    cfg = Config(size=size).with_model_layers()
     hw = output_hw(args.content, size)
     content = imageio.resize(imageio.to_tensor(imageio.load(args.content)), hw)
-    style = imageio.resize_long(imageio.to_tensor(imageio.load(args.style)),
-                                max(1, round(size * cfg.style_scale)))
+    painting = imageio.to_tensor(imageio.load(args.style))
+    side, deep = cfg.style_sides(size)
+    region = Region(None, [imageio.resize_long(painting, side)],
+                    deep_styles=[imageio.resize_long(painting, deep)] if deep > side else None,
+                    deep_layers=tasks.deep_style_layers(cfg))
     net, _ = tasks.get_backbone(cfg, cfg.content_layers + cfg.style_layers, torch.device("cpu"))
     objective = Objective(
-        net, content=content, styles=[style],
+        net, content=content, regions=[region],
         content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
         style_layers=cfg.style_layers, style_layer_weights=cfg.style_layer_weights,
         content_weight=cfg.content_weight, style_weight=cfg.style_weight,

@@ -79,11 +79,12 @@ def corrected(costs: list[float], k: int, history: list) -> list[float]:
 
 
 def check_fits(seconds_left: float, finest_cost: float, budget: float) -> None:
-    """UserError when not even one step at full size fits in what is left of the budget."""
+    """UserError when not even the first step at full size (its targets and warm-up
+    included) fits in what is left of the budget."""
     if seconds_left < finest_cost:
         left = f"{seconds_left:.1f} s were" if seconds_left > 0 else "nothing was"
-        raise UserError(f"option --time: {budget:g} s is too short for this run: one step at "
-                        f"full size takes about {finest_cost:.1f} s on this machine, and {left} "
+        raise UserError(f"option --time: {budget:g} s is too short for this run: the first step "
+                        f"at full size takes about {finest_cost:.1f} s on this machine, and {left} "
                         "left after start-up; give more --time or a smaller --size")
 
 

@@ -247,8 +247,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     def style_side(long_side):
         return cfg.style_sides(long_side)[0]
 
-    deep_layers = [k for k in cfg.style_layers if backbones.stride(cfg.model, k) >= 8] \
-        if layers and all_styles else []
+    deep_layers = deep_style_layers(cfg) if layers and all_styles else []
 
     def deep_side(long_side):       # None: the deep layers use the same style image
         side, deep = cfg.style_sides(long_side)
@@ -379,6 +378,12 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                   [list(p) for p in plan], {k: memory[k] for k in ("tiles", "history")})
 
 
+def deep_style_layers(cfg: Config) -> list:
+    """The style layers that read the painting's larger copy (``--deep-style-scale``): those
+    at stride 8 and more (vgg19: relu4_1, relu5_1)."""
+    return [k for k in cfg.style_layers if backbones.stride(cfg.model, k) >= 8]
+
+
 def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
     """(deadline, seconds per step at each scale, the plan of steps that fills the budget)."""
     from . import budget
@@ -386,7 +391,7 @@ def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
     deadline = began + seconds * (1 - budget.RESERVE)
     costs = _step_costs(cfg, plan, aspect_hw, layers, memory, throughput)
     left = deadline - time.perf_counter()
-    budget.check_fits(left, costs[-1], seconds)
+    budget.check_fits(left, budget.WARM_UP_STEPS * costs[-1] + setup[-1], seconds)
     counts = budget.plan_steps(costs, left, cfg.steps, setup)
     return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
 
