@@ -169,7 +169,9 @@ def test_deep_style_layers_read_a_larger_copy_of_the_painting(monkeypatch, conte
     assert deep_sides(scales=1) == [(48, 96, deep)]
     assert deep_sides(scales=1, deep_style_scale=1) == [(48, None, deep)]
     assert deep_sides(scales=1, style_layers=["relu1_1", "relu3_1"]) == [(48, None, ())]
-    assert Config(size=768).style_sides(768) == (768, 1024)      # enlarged up to 1024 px
+    assert Config(size=768).style_sides(768) == (768, 1536)      # enlarged up to 1536 px
+    assert Config(size=1024).style_sides(1024) == (1024, 1536)
+    assert Config(size=512, deep_style_scale=3).style_sides(512) == (512, 1536)
     assert Config(size=2048).style_sides(2048) == (2048, 2048)   # and never made smaller
     assert Config(size=512, style_scale=0.5).style_sides(512) == (256, 512)
 

@@ -20,7 +20,7 @@ TASKS = ("transfer", "reconstruct", "texture", "video")
 # a 12000x8000 museum scan; a larger file is refused with a line that names --max-input-pixels.
 MAX_INPUT_PIXELS = 100_000_000
 MAX_SIZE = 16384            # --size, and the style image's long side (--size x --style-scale)
-DEEP_STYLE_LIMIT = 1024    # px: the deep style layers' copy of a painting is enlarged no further
+DEEP_STYLE_LIMIT = 1536    # px: the deep style layers' copy of a painting is enlarged no further
 MAX_STYLE_SCALE = 8.0
 INITS = ("content", "style", "gaussian", "uniform")
 _ALL = TASKS
