@@ -184,16 +184,13 @@ def evaluate(rows: list, size: int, args) -> None:
     default objective at ``size``, the deep style layers' painting enlarged as a run does."""
     import torch
     from impasto import Config, tasks, image as imageio
-    from impasto.losses import Objective, Region
+    from impasto.losses import Objective
 
     cfg = Config(size=size).with_model_layers()
     hw = output_hw(args.content, size)
     content = imageio.resize(imageio.to_tensor(imageio.load(args.content)), hw)
     painting = imageio.to_tensor(imageio.load(args.style))
-    side, deep = cfg.style_sides(size)
-    region = Region(None, [imageio.resize_long(painting, side)],
-                    deep_styles=[imageio.resize_long(painting, deep)] if deep > side else None,
-                    deep_layers=tasks.deep_style_layers(cfg))
+    region = tasks.style_region(cfg, None, [painting], None, size, tasks.deep_style_layers(cfg))
     net, _ = tasks.get_backbone(cfg, cfg.content_layers + cfg.style_layers, torch.device("cpu"))
     objective = Objective(
         net, content=content, regions=[region],

@@ -256,12 +256,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     def images_at(long_side):
         hw = imageio.fit_size(*aspect_src.shape[-2:], long_side)
         c = imageio.resize(content_src, hw) if content_src is not None else None
-        style_long, deep_long = style_side(long_side), deep_side(long_side)
-        regs = [Region(None if m is None else F.interpolate(m, size=hw, mode="bilinear",
-                                                            align_corners=False),
-                       [imageio.resize_long(x, style_long) for x in ss], b,
-                       deep_styles=None if deep_long is None else
-                       [imageio.resize_long(x, deep_long) for x in ss], deep_layers=deep_layers)
+        regs = [style_region(cfg, None if m is None else F.interpolate(
+                    m, size=hw, mode="bilinear", align_corners=False), ss, b, long_side,
+                    deep_layers)
                 for m, ss, b in region_srcs]
         return hw, c, regs
 
@@ -382,6 +379,16 @@ def deep_style_layers(cfg: Config) -> list:
     """The style layers that read the painting's larger copy (``--deep-style-scale``): those
     at stride 8 and more (vgg19: relu4_1, relu5_1)."""
     return [k for k in cfg.style_layers if backbones.stride(cfg.model, k) >= 8]
+
+
+def style_region(cfg: Config, mask, paintings, blend, long_side: int, deep_layers) -> Region:
+    """A Region of ``paintings`` at an output long side of ``long_side``: each painting at the
+    style side, and where ``deep_layers`` read a larger copy, that copy too."""
+    side, deep = cfg.style_sides(long_side)
+    copies = [imageio.resize_long(x, deep) for x in paintings] \
+        if deep_layers and deep > side else None
+    return Region(mask, [imageio.resize_long(x, side) for x in paintings], blend,
+                  deep_styles=copies, deep_layers=deep_layers)
 
 
 def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
