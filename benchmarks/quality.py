@@ -35,6 +35,7 @@ sheet (quality_<size>_sheet.png) and the curves (quality_<size>_curve.png).
     python benchmarks/quality.py               # 3 pairs, 512 px: hours (pastiche ~25 min a pair)
     python benchmarks/quality.py --skip-pastiche --budgets 15,30
     python benchmarks/quality.py --report-only   # the report of a run stopped after some pairs
+    python benchmarks/quality.py --keep-pastiche # impasto changed: run it again, keep pastiche's
     python benchmarks/quality.py --pairs examples/tubingen.jpg:examples/starry_night.jpg \\
         --size 48 --budgets 15 --impasto-steps 5 --pastiche-steps 3,5 --pastiche-default-steps 8 \\
         --out /tmp/q                                   # a smoke test: about a minute
@@ -145,7 +146,8 @@ def report_pair(pair, rows: list) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         loss = [f"{x:.4g}" for x in r["loss"]] if "loss" in r else [r.get("error", "?"), "", "", ""]
-        lines.append(f"| {r['tool']} | {r['setting']} | {r['steps']} | {r['wall']:.1f} | "
+        setting = r["setting"] + (" (kept from an earlier run)" if "kept" in r else "")
+        lines.append(f"| {r['tool']} | {setting} | {r['steps']} | {r['wall']:.1f} | "
                      + " | ".join(loss) + " |")
     ref = reached(rows)
     if ref is None:
@@ -267,6 +269,10 @@ def parse_args(argv=None):
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: report the pairs already measured in --out (each pair's "
                         "rows.json, written when it is done), e.g. of a run stopped early")
+    p.add_argument("--keep-pastiche", action="store_true",
+                   help="run impasto again but keep the pastiche rows and images of the pairs "
+                        "already measured in --out (after a change to impasto: pastiche is the "
+                        "same); pastiche runs for the others")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality")
     args = p.parse_args(argv)
@@ -291,8 +297,8 @@ def main(argv=None) -> None:
                f"{load[2]:.2f} at start")
     print(machine + "." + trimmed(args), flush=True)
     results = []
-    for n, pair in enumerate(args.pairs):
-        folder = args.out / f"{n}-{pair.content.stem}"
+    for pair in args.pairs:
+        folder = args.out / f"{pair.content.stem}-{pair.style.stem}"
         if args.report_only:
             if (folder / "rows.json").is_file():
                 saved = json.loads((folder / "rows.json").read_text())
@@ -304,8 +310,17 @@ def main(argv=None) -> None:
             continue
         log(f"{pair.content.name} x {pair.style.name} at {args.size} px")
         folder.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if args.keep_pastiche and (folder / "rows.json").is_file():
+            saved = json.loads((folder / "rows.json").read_text())
+            kept = [{**r, "kept": r.get("kept", saved.get("machine", "?"))}
+                    for r in saved["rows"] if r["tool"] == "pastiche"]
+            log(f"  pastiche: {len(kept)} rows kept from {folder / 'rows.json'} "
+                f"({saved.get('machine', '?')})")
         rows = [run_impasto(pair, b, folder, args) for b in [None, *args.budgets]]
-        if not args.skip_pastiche:
+        if kept:
+            rows += kept
+        elif not args.skip_pastiche:
             rows += run_pastiche(pair, folder, args)
         evaluate(rows, args.size, pair)
         (folder / "rows.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
