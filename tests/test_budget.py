@@ -56,6 +56,45 @@ def test_the_plan_pays_for_each_scales_setup_first():
         budget.plan_seconds(costs, [5, 0, 3]) + 4.0)      # a scale without steps costs nothing
 
 
+def test_a_short_budget_affords_a_smaller_enlarged_painting():
+    """The deep layers' painting enlarged s times costs s² (its pixels): at most a fifth of
+    the budget goes to it, in steps of 0.5 down to 1 (off)."""
+    def setup_at(s):
+        return [0.0, s * s / 4, s * s]       # per scale, coarsest first: 1.25 s² in all
+    assert budget.deep_scale(3.0, setup_at, 120.0) == 3.0       # 11.25 s <= 24 s
+    assert budget.deep_scale(3.0, setup_at, 30.0) == 2.0        # 11.25, 7.8 > 6 >= 5
+    assert budget.deep_scale(3.0, setup_at, 15.0) == 1.5        # 5 > 3 >= 2.8
+    assert budget.deep_scale(3.0, setup_at, 2.0) == 1.0         # even 1.5x is too much
+    assert budget.deep_scale(2.0, setup_at, 1000.0) == 2.0      # never more than asked
+    assert budget.deep_scale(1.0, setup_at, 1.0) == 1.0
+
+
+def test_a_run_records_the_enlarged_painting_its_budget_afforded(monkeypatch, content_image,
+                                                                 style_image):
+    """The choice reaches the run: the plan says it, the result's config records it, and
+    the objective's regions carry no enlarged copy when the budget affords none."""
+    import impasto
+    from impasto import api, tasks
+    seen, events = [], []
+
+    class Recording(tasks.Objective):       # the real objective, its regions written down
+        def __init__(self, net, **kw):
+            seen.append(kw["regions"])
+            super().__init__(net, **kw)
+    monkeypatch.setattr(tasks, "Objective", Recording)
+    monkeypatch.setattr(budget, "DEEP_SETUP_SHARE", 0.0)     # no time for any enlarged copy
+    options = dict(size=48, precision="fp32", seed=1, scales=1, steps=2)
+    result = api.prepare(api.Request("transfer", {**options, "time": "20s"}, content_image,
+                                     [style_image])).run(events.append).result
+    assert [e.deep_style_scale for e in events if e.kind == "plan"] == [1.0]
+    assert [r.deep_styles for r, in seen] == [None]
+    assert result.config.deep_style_scale == 1.0
+    monkeypatch.setattr(budget, "DEEP_SETUP_SHARE", 1.0)     # time enough: as asked, not said
+    seen.clear(), events.clear()
+    impasto.run("transfer", content_image, style_image, time="20s", **options)
+    assert [r.deep_styles is not None for r, in seen] == [True]
+
+
 def test_a_budget_too_short_names_the_option():
     with pytest.raises(UserError, match="--time: 5 s is too short"):
         budget.check_fits(-1.0, 2.0, 5)
@@ -115,3 +154,18 @@ def test_cli_shows_the_plans_eta_at_the_first_step(run_cli, image_files):
     assert "eta ?" not in first and " eta " in first, first
     plan = next(l for l in r.stderr.splitlines() if l.startswith("impasto: "))
     assert ", time " in plan, plan
+
+
+def test_the_plan_line_says_what_the_budget_afforded():
+    import io
+
+    from impasto.api import PlanEvent
+    from impasto.cli.progress import print_plan
+
+    def line(**kw):
+        out = io.StringIO()
+        print_plan(PlanEvent([(256, 5), (512, 3)], (384, 512), "fp32", "cpu", 2**30, 30.0, None,
+                             [], **kw), stream=out)
+        return out.getvalue()
+    assert "enlarged 2x, what the time budget affords" in line(deep_style_scale=2.0)
+    assert "enlarged" not in line()

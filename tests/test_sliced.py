@@ -92,3 +92,20 @@ def test_sw_is_refused_in_tiles(vgg19):
     with pytest.raises(UserError, match="cannot be evaluated in tiles"):
         tiled.TiledObjective(vgg19, tile=32, style_stat="sw", content_weight=1.0,
                              style_weight=1.0, tv_weight=0.0, tv_norm="squared")
+
+
+def test_a_channels_last_map_is_read_in_place_with_the_same_loss_and_gradient():
+    """fp32 feature maps on a CPU are channels_last: the loss reads them without a copy and
+    gives what the contiguous map gives, gradient included."""
+    from impasto.sliced import SlicedTarget, _by_channel, directions
+    g = torch.Generator().manual_seed(3)
+    f = torch.randn(1, 8, 5, 7, generator=g)
+    target = SlicedTarget([(torch.randn(8, 30, generator=g), 1.0)])
+    dirs = directions(8, 8, torch.Generator().manual_seed(4))
+    last = f.contiguous(memory_format=torch.channels_last)
+    view = _by_channel(last)
+    assert view.data_ptr() == last.data_ptr() and torch.equal(view, f.reshape(8, -1))
+    a, b = f.clone().requires_grad_(), last.clone().requires_grad_()
+    la, lb = target.loss(a, dirs), target.loss(b, dirs)
+    la.backward(), lb.backward()
+    assert torch.allclose(la, lb, rtol=1e-6) and torch.allclose(a.grad, b.grad, atol=1e-7)

@@ -166,14 +166,15 @@ def test_deep_style_layers_read_a_larger_copy_of_the_painting(monkeypatch, conte
         return [(max(r.styles[0].shape[-2:]), r.deep_styles and max(r.deep_styles[0].shape[-2:]),
                  r.deep_layers) for r, in seen]
     deep = ("relu4_1", "relu5_1")
-    assert deep_sides(scales=1) == [(48, 96, deep)]
+    assert deep_sides(scales=1) == [(48, 144, deep)]
     assert deep_sides(scales=1, deep_style_scale=1) == [(48, None, deep)]
     assert deep_sides(scales=1, style_layers=["relu1_1", "relu3_1"]) == [(48, None, ())]
     assert Config(size=768).style_sides(768) == (768, 1536)      # enlarged up to 1536 px
     assert Config(size=1024).style_sides(1024) == (1024, 1536)
-    assert Config(size=512, deep_style_scale=3).style_sides(512) == (512, 1536)
+    assert Config(size=512).style_sides(512) == (512, 1536)      # 3x, the default
+    assert Config(size=512, deep_style_scale=2).style_sides(512) == (512, 1024)
     assert Config(size=2048).style_sides(2048) == (2048, 2048)   # and never made smaller
-    assert Config(size=512, style_scale=0.5).style_sides(512) == (256, 512)
+    assert Config(size=512, style_scale=0.5).style_sides(512) == (256, 768)
 
 
 def test_image_too_small_for_the_deepest_layer(style_image):

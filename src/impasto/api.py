@@ -65,6 +65,7 @@ class PlanEvent:
     history: int = 0        # L-BFGS history entries that fit the budget
     budget_bytes: Optional[float] = None
     step_seconds: list = field(default_factory=list)  # per scale: planned seconds of a step
+    deep_style_scale: Optional[float] = None  # set when a --time budget lowered it
     kind: str = "plan"
 
 
@@ -297,7 +298,7 @@ class Job:
                            info["device"], peak, info.get("seconds"),
                            info.get("available_bytes"), self.reads(), info.get("tiles", []),
                            info.get("history", 0), info.get("budget_bytes"),
-                           info.get("step_seconds", [])))
+                           info.get("step_seconds", []), info.get("deep_style_scale")))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,

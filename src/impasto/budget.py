@@ -22,6 +22,7 @@ from .errors import UserError
 STEP_OVERHEAD = 1.2
 WARM_UP_STEPS = 2.0
 RESERVE = 0.04          # of the budget, kept for writing the image and the record
+DEEP_SETUP_SHARE = 0.2  # of the budget, at most, for the deep style layers' enlarged paintings
 
 
 def parse_duration(text) -> float | None:
@@ -40,6 +41,18 @@ def parse_duration(text) -> float | None:
 
 def seconds_per_step(step_flops: float, throughput: float) -> float:
     return STEP_OVERHEAD * step_flops / throughput
+
+
+def deep_scale(asked: float, setup_at, seconds: float) -> float:
+    """The ``--deep-style-scale`` a budget of ``seconds`` affords: ``asked``, or less in steps
+    of 0.5 (down to 1, off) until the forward passes of the enlarged paintings
+    (``setup_at(scale)``: seconds per scale) take at most DEEP_SETUP_SHARE of the budget. A
+    short budget buys steps with that time instead (3x costs about 15 s at 512 px on a 2-core
+    CPU, half of a 30 s budget)."""
+    scale = asked
+    while scale > 1 and sum(setup_at(scale)) > DEEP_SETUP_SHARE * seconds:
+        scale = max(1.0, scale - 0.5)
+    return scale
 
 
 def plan_steps(costs: list[float], seconds: float, ceiling: int, setup=()) -> list[int]:

@@ -49,7 +49,7 @@ class Config:
         1.0, "style image long side as a multiple of the output long side: larger values give "
         "larger brush strokes", tasks=_STYLED)
     deep_style_scale: float = _opt(
-        2.0, "the deep style layers (stride 8 and more: vgg19's relu4_1, relu5_1) take their "
+        3.0, "the deep style layers (stride 8 and more: vgg19's relu4_1, relu5_1) take their "
         "statistics from the style image enlarged this many times (to at most "
         f"{DEEP_STYLE_LIMIT} px, or the style image's own size if larger), so that they describe "
         "brushwork, not the painting's objects (faces, figures); 1: off", tasks=_STYLED)

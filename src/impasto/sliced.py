@@ -51,6 +51,15 @@ def _quantiles(sorted_v: torch.Tensor, levels: torch.Tensor, at: torch.Tensor) -
     return v0 + t * (v1 - v0)
 
 
+def _by_channel(features: torch.Tensor) -> torch.Tensor:
+    """(1, C, H, W) -> (C, H·W). A channels_last map (fp32 on a CPU) is read in place, as the
+    transpose of its (H·W, C) layout: the product with the directions takes it as it is."""
+    c = features.shape[1]
+    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
+        return features.permute(0, 2, 3, 1).reshape(-1, c).t()      # a view, no copy
+    return features.reshape(c, -1)
+
+
 class SlicedTarget:
     """The style's samples of one layer, to be projected on new directions at every call:
     ``samples`` a list of ((C, M) feature matrices, blend weight)."""
@@ -63,8 +72,7 @@ class SlicedTarget:
     def loss(self, features: torch.Tensor, dirs: torch.Tensor, mask=None) -> torch.Tensor:
         """Sliced Wasserstein distance of ``features`` (1, C, H, W) to the target along
         ``dirs`` (C, P), weighted by ``mask`` (1, 1, H, W) squared when given."""
-        c = features.shape[1]
-        f = features.float().reshape(c, -1)
+        f = _by_channel(features.float())
         d = dirs.to(f.device, torch.float32)
         out = d.t() @ f                                            # (P, N)
         w_out = torch.ones(1, out.shape[1], device=f.device) if mask is None else \

@@ -279,12 +279,17 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         else []
     memory = plan_memory(cfg, layers, content_layers, plan, aspect_src.shape[-2:], precision,
                          device, style_hws)
-    deadline, throughput, costs, setup = None, None, None, None
+    deadline, throughput, costs, setup, lowered = None, None, None, None, None
     if cfg.time is not None and layers:
-        from . import estimate      # measured cheaply, at the coarsest scale, once
+        from . import budget, estimate      # measured cheaply, at the coarsest scale, once
         side = min(192, plan[0][0])
         throughput = estimate.measure_throughput(net, deepest, device, side=side, repeats=1)
-        setup = _setup_costs(cfg, plan, all_styles, deep_side, deepest, throughput)
+        asked = cfg.deep_style_scale    # a short budget affords a smaller enlarged painting
+        cfg = cfg.replace(deep_style_scale=budget.deep_scale(asked, lambda s: _setup_costs(
+            cfg.replace(deep_style_scale=s), plan, all_styles, deep_layers, deepest,
+            throughput), budget.parse_duration(cfg.time)))
+        lowered = cfg.deep_style_scale if cfg.deep_style_scale < asked else None
+        setup = _setup_costs(cfg, plan, all_styles, deep_layers, deepest, throughput)
         deadline, costs, plan = _time_plan(cfg, plan, aspect_src.shape[-2:], layers, memory,
                                            throughput, t0 if started is None else started,
                                            setup)
@@ -300,7 +305,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         info["peak_bytes"] = memory["peak_bytes"]
         info["step_seconds"] = list(costs)
         if setup is None:
-            setup = _setup_costs(cfg, plan, all_styles, deep_side, deepest, throughput)
+            setup = _setup_costs(cfg, plan, all_styles, deep_layers, deepest, throughput)
         info["seconds"] = budget.plan_seconds(costs, [n for _, n in plan], setup)
         if deadline is not None:
             info["seconds"] = deadline - (t0 if started is None else started)
@@ -308,7 +313,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                  "precision": precision, "device": str(device),
                  "available_bytes": estimate.available_bytes(device), **info,
                  "tiles": memory["tiles"], "history": memory["history"],
-                 "budget_bytes": memory["budget_bytes"]})
+                 "budget_bytes": memory["budget_bytes"], "deep_style_scale": lowered})
     t_ready = time.perf_counter()
 
     settings = Settings.from_config(cfg)
@@ -403,14 +408,14 @@ def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
     return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
 
 
-def _setup_costs(cfg, plan, styles, deep_side, deepest, throughput) -> list:
+def _setup_costs(cfg, plan, styles, deep_layers, deepest, throughput) -> list:
     """Seconds each scale spends on its deep layers' larger paintings (one forward pass each)
     before its first step; 0 where there are none."""
     from . import budget, estimate
     out = []
     for side, _ in plan:
-        deep = deep_side(side)
-        out.append(0.0 if deep is None else sum(
+        small, deep = cfg.style_sides(side)
+        out.append(0.0 if not deep_layers or deep <= small else sum(
             budget.seconds_per_step(estimate.step_flops(
                 cfg.model, deepest, imageio.fit_size(*st.shape[-2:], deep)) / 2, throughput)
             for st in styles))

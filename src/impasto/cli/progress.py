@@ -79,6 +79,9 @@ def print_plan(plan, show_reads=False, stream=None):
                  f"{plan.history})")
     if plan.seconds:
         line += f", time {duration(plan.seconds)}"
+    if plan.deep_style_scale:
+        line += (f"; the deep style layers' painting enlarged {plan.deep_style_scale:g}x, what "
+                 "the time budget affords")
     free = plan.available_bytes
     if free and plan.peak_bytes > free:
         line += (f" - more than the {free / 2**30:.1f} GiB free: it may run out of memory; "
