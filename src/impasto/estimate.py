@@ -26,7 +26,7 @@ def _layer_plan(model, deepest):
     out, ch, down = [], 3, 1
     for name in names[: names.index(deepest) + 1]:
         if name.startswith("conv"):
-            cin, ch = ch, min(64 * 2 ** (int(name[4]) - 1), 512)
+            cin, ch = ch, backbones.vgg.channels(name)
             out.append(("conv", cin, ch, down))
         elif name.startswith("pool"):
             down *= 2

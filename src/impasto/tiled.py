@@ -101,7 +101,7 @@ def stages(model: str, layers) -> list[Stage]:
         chans, cin = [], ch
         for n in sub:
             if n.startswith("conv"):
-                ch = min(64 * 2 ** (int(n[4]) - 1), 512)
+                ch = backbones.vgg.channels(n)
             chans.append(ch)
         out.append(Stage(a, b, sub, scale, _reach(sub), tuple(chans), cin))
         scale *= 2 ** sum(n.startswith("pool") for n in sub)

@@ -21,6 +21,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def channels(name: str) -> int:
+    """The channels of a VGG layer's output (conv3_1, relu3_1, pool3: block 3's 256): 64 in
+    the first block, doubling with each block, at most 512."""
+    return min(64 * 2 ** (int(name[4]) - 1), 512)
+
+
 def layer_names(blocks) -> list[str]:
     names = []
     for b, n in enumerate(blocks, start=1):
@@ -48,8 +54,7 @@ class VGG(Backbone):
         channels = 3
         for name in self.names:
             if name.startswith("conv"):
-                b = int(name[4])
-                out = min(64 * 2 ** (b - 1), 512)
+                out = channels(name)
                 self.convs[name] = nn.Conv2d(channels, out, 3, padding=1)
                 channels = out
         if caffe:
