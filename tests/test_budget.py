@@ -169,3 +169,20 @@ def test_the_plan_line_says_what_the_budget_afforded():
         return out.getvalue()
     assert "enlarged 2x, what the time budget affords" in line(deep_style_scale=2.0)
     assert "enlarged" not in line()
+
+
+def test_a_step_is_priced_by_its_style_loss(monkeypatch, content_image, style_image):
+    """sw sorts every layer's projections at every step: the plan prices its steps at
+    LOSS_COST times gram's (a fixed machine rate here, so that only the loss differs)."""
+    from impasto import api, estimate
+    monkeypatch.setattr(estimate, "measure_throughput", lambda *a, **k: 5e9)
+
+    def step_seconds(loss):
+        events = []
+        api.prepare(api.Request("transfer", {"size": 64, "steps": 2, "scales": 2,
+                                             "precision": "fp32", "style_loss": loss},
+                                content_image, [style_image])).run(events.append)
+        return next(e.step_seconds for e in events if e.kind == "plan")
+    gram, sw = step_seconds("gram"), step_seconds("sw")
+    assert sw == pytest.approx([g * budget.LOSS_COST["sw"] for g in gram])
+    assert budget.LOSS_COST["sw"] > 2 and 1 <= budget.LOSS_COST["w2"] < 1.2

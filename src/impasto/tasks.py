@@ -434,7 +434,8 @@ def _step_costs(cfg, plan, aspect_hw, layers, memory, throughput) -> list:
         flops = estimate.step_flops(cfg.model, deepest, hw)
         if tile:
             flops *= work_factor(cfg.model, layers, hw, tile)
-        costs.append(budget.seconds_per_step(flops, throughput))
+        costs.append(budget.seconds_per_step(flops, throughput)
+                     * budget.LOSS_COST.get(cfg.style_loss, 1.0))
     return costs
 
 

@@ -51,12 +51,11 @@ class VGG(Backbone):
         last = last or all_names[-1]
         self.names = all_names[: all_names.index(last) + 1]
         self.convs = nn.ModuleDict()
-        channels = 3
+        cin = 3
         for name in self.names:
             if name.startswith("conv"):
-                out = channels(name)
-                self.convs[name] = nn.Conv2d(channels, out, 3, padding=1)
-                channels = out
+                self.convs[name] = nn.Conv2d(cin, channels(name), 3, padding=1)
+                cin = channels(name)
         if caffe:
             mean = torch.tensor(CAFFE_MEAN_BGR).flip(0).view(1, 3, 1, 1) / 255.0
             std = torch.full((1, 3, 1, 1), 1.0 / 255.0)
