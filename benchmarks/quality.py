@@ -16,21 +16,25 @@ For every content/style pair, in one run on one machine, one after another:
 Every run is a subprocess; its wall time is measured around it (start-up included). The
 impasto subprocesses run this checkout's src/ (PYTHONPATH), and so does the evaluator.
 
-Every output is then scored by one common evaluator (speed.evaluate): impasto's own default
-objective in fp32 on the Caffe VGG19 at the same size. It is impasto's objective, so it FAVOURS
-IMPASTO: pastiche minimises a different loss (its own weights and normalisation), and a lower
-evaluator loss does not prove a better picture. It is the objective of impasto's default
-run, deep style layers read from the painting enlarged 2x (--deep-style-scale) included; the
-classic objective (every layer from the painting at the output's size) is not what impasto
-minimises any more, so it would favour neither tool in a known way. The contact sheet (rows: pairs; columns: the
-content, the style, then every run labelled with its setting, wall time and loss) is there to
-check the numbers against the eye.
+Every output is then scored by two common evaluators (speed.evaluate), fp32 on the Caffe VGG19
+at the same size, the same for both tools:
+  impasto's default objective   what impasto's default run minimises (the deep style layers
+                                read from the painting enlarged, --deep-style-scale). It FAVOURS
+                                IMPASTO, and it penalises pastiche for matching the painting's
+                                objects, which is what impasto's default avoids on purpose.
+  the classic objective         every style layer from the painting at the output's size: what
+                                Gatys et al. and pastiche minimise (up to pastiche's weights and
+                                normalisation). It FAVOURS PASTICHE.
+A lower loss does not prove a better picture under either. The contact sheet (rows: pairs;
+columns: the content, the style, then every run labelled with its setting, wall time and both
+losses) is there to check the numbers against the eye.
 
-Printed per pair: a markdown table (tool, setting, steps, wall s, evaluator loss) and a summary:
-the time each tool needs to reach the evaluator loss of pastiche's 1000-step default (the
-smallest measured wall time whose loss is at most that), and their ratio. Written to --out: the
-report (quality-<size>-<date>.md), the measurements (quality-<size>-<date>.json), the contact
-sheet (quality_<size>_sheet.png) and the curves (quality_<size>_curve.png).
+Printed per pair: a markdown table (tool, setting, steps, wall s, both losses with their terms)
+and, per evaluator, the time each tool needs to reach the loss of pastiche's 1000-step default
+(the smallest measured wall time whose loss is at most that) and their ratio. Written to --out:
+the report (quality-<size>-<date>.md), the measurements (quality-<size>-<date>.json), the contact
+sheet (quality_<size>_sheet.png) and a figure of the curves per evaluator
+(quality_<size>_curve.png, quality_<size>_curve_classic.png).
 
     python benchmarks/quality.py               # 3 pairs, 512 px: hours (pastiche ~25 min a pair)
     python benchmarks/quality.py --skip-pastiche --budgets 15,30
@@ -124,43 +128,68 @@ def run_pastiche(pair, folder: Path, args) -> list:
     return rows
 
 
-def reach(rows: list, tool: str, target: float):
-    """The first row of ``tool`` in wall time whose loss is at most ``target``, or None."""
-    done = sorted((r for r in rows if r["tool"] == tool and "loss" in r), key=lambda r: r["wall"])
-    return next((r for r in done if r["loss"][0] <= target), None)
+# The evaluators every output is scored by, fp32 on the Caffe VGG19, the same for both tools:
+# (row key, label, deep_style_scale, style layers) for speed.evaluate.
+EVALUATORS = [
+    # what impasto minimises (the issue's evaluator): it favours impasto, and it penalises
+    # matching the painting's objects, which impasto's default avoids on purpose
+    ("loss", "impasto's default objective", None, None),
+    # every style layer from the painting at the output's size: what Gatys et al. and pastiche
+    # minimise (up to pastiche's weights): it favours pastiche
+    ("classic", "the classic objective", 1.0, None),
+    # the terms whose targets both tools share: content, TV and the shallow style layers
+    # (relu1_1-relu3_1: the painting at the output's size in both); it favours neither by
+    # its targets, only by the weights
+    ("shared", "the shared terms", 1.0, ["relu1_1", "relu2_1", "relu3_1"]),
+]
 
 
-def reached(rows: list):
-    """(the loss of pastiche's default run, pastiche's row and impasto's row that first reach
-    it (impasto's: None if none does)), or None without a scored pastiche default."""
-    ref = next((r for r in rows if r.get("default") and "loss" in r), None)
+def reach(rows: list, tool: str, target: float, key: str = "loss"):
+    """The first row of ``tool`` in wall time whose ``key`` loss is at most ``target``, or
+    None."""
+    done = sorted((r for r in rows if r["tool"] == tool and key in r), key=lambda r: r["wall"])
+    return next((r for r in done if r[key][0] <= target), None)
+
+
+def reached(rows: list, key: str = "loss"):
+    """(the ``key`` loss of pastiche's default run, pastiche's row and impasto's row that
+    first reach it (impasto's: None if none does)), or None without a scored pastiche
+    default."""
+    ref = next((r for r in rows if r.get("default") and key in r), None)
     if ref is None:
         return None
-    target = ref["loss"][0]
-    return target, reach(rows, "pastiche", target), reach(rows, "impasto", target)
+    target = ref[key][0]
+    return target, reach(rows, "pastiche", target, key), reach(rows, "impasto", target, key)
 
 
 def report_pair(pair, rows: list) -> str:
+    keys = [(k, label) for k, label, _, _ in EVALUATORS if any(k in r for r in rows)]
     lines = [f"## {pair.content.name} in the style of {pair.style.name}", "",
-             "| tool | setting | steps | wall s | evaluator loss | content | style | tv |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Loss by each evaluator (total; its style term in brackets; every term is in the "
+             "JSON).", "",
+             "| tool | setting | steps | wall s | " + " | ".join(label for _, label in keys)
+             + " |", "|---|---|---|---|" + "---|" * len(keys)]
     for r in rows:
-        loss = [f"{x:.4g}" for x in r["loss"]] if "loss" in r else [r.get("error", "?"), "", "", ""]
+        cells = [f"{r[k][0]:.4g} ({r[k][2]:.3g})" if k in r else r.get("error", "?")
+                 for k, _ in keys]
         setting = r["setting"] + (" (kept from an earlier run)" if "kept" in r else "")
         lines.append(f"| {r['tool']} | {setting} | {r['steps']} | {r['wall']:.1f} | "
-                     + " | ".join(loss) + " |")
-    ref = reached(rows)
-    if ref is None:
-        return "\n".join(lines)
-    target, p, i = ref
-    text = (f"pastiche reaches its own default's loss {target:.4g} at {p['wall']:.1f} s "
-            f"({p['setting']}); impasto ")
-    if i is None:
-        text += "does not reach it in any run (not reached)."
-    else:
-        text += (f"at {i['wall']:.1f} s ({i['setting']}, loss {i['loss'][0]:.4g}): "
-                 f"**{p['wall'] / i['wall']:.1f}x sooner** (bar: 10x).")
-    return "\n".join(lines + ["", text])
+                     + " | ".join(cells) + " |")
+    lines.append("")
+    for k, label in keys:
+        ref = reached(rows, k)
+        if ref is None:
+            continue
+        target, p, i = ref
+        text = (f"By {label}: pastiche reaches its own default's loss {target:.4g} at "
+                f"{p['wall']:.1f} s ({p['setting']}); impasto ")
+        if i is None:
+            text += "does not reach it in any run (not reached)."
+        else:
+            text += (f"at {i['wall']:.1f} s ({i['setting']}, loss {i[k][0]:.4g}): "
+                     f"**{p['wall'] / i['wall']:.1f}x sooner** (bar: 10x).")
+        lines += [text, ""]
+    return "\n".join(lines).rstrip()
 
 
 def contact_sheet(results: list, size: int, path: Path) -> None:
@@ -179,7 +208,8 @@ def contact_sheet(results: list, size: int, path: Path) -> None:
             if "error" in r:  # a failed run: a grey tile, its error underneath
                 image, what = Image.new("RGB", (size, size), "lightgrey"), r["error"][:2 * chars]
             else:
-                image, what = Image.open(r["output"]), f"loss {r['loss'][0]:.4g}"
+                image, what = Image.open(r["output"]), ", ".join(
+                    f"{k} {r[k][0]:.3g}" for k, _, _, _ in EVALUATORS if k in r)
             cells.append((image, f"{r['tool']} {r['setting']}\n{r['wall']:.1f} s, {what}"))
         for image, _ in cells:
             image.thumbnail((size, size))  # in place; the outputs are this size already
@@ -200,8 +230,9 @@ def contact_sheet(results: list, size: int, path: Path) -> None:
     sheet.save(path)
 
 
-def curve_figure(results: list, size: int, path: Path) -> None:
-    """Evaluator loss against wall time (log x), one panel per pair."""
+def curve_figure(results: list, size: int, path: Path, key: str = "loss",
+                 label: str = "impasto's default objective") -> None:
+    """Evaluator loss (``key``) against wall time (log x), one panel per pair."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -210,21 +241,21 @@ def curve_figure(results: list, size: int, path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for ax, (pair, rows) in zip(axes[0], results):
         for tool, style in (("impasto", "o-"), ("pastiche", "s-")):
-            pts = sorted((r["wall"], r["loss"][0], r["setting"]) for r in rows
-                         if r["tool"] == tool and "loss" in r)
+            pts = sorted((r["wall"], r[key][0], r["setting"]) for r in rows
+                         if r["tool"] == tool and key in r)
             if pts:
                 line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=tool)
                 for wall, loss, setting in pts:
                     ax.annotate(setting, (wall, loss), fontsize=7, color=line.get_color(),
                                 xytext=(3, 3), textcoords="offset points")
-        ref = reached(rows)
+        ref = reached(rows, key)
         if ref:
             target, p, i = ref
             ax.axhline(target, color="grey", ls="--", lw=0.8, label="pastiche default's loss")
             ax.text(0.98, 0.98, f"impasto {p['wall'] / i['wall']:.1f}x sooner" if i else
                     "impasto: not reached", transform=ax.transAxes, ha="right", va="top")
         ax.set(xscale="log", xlabel="wall time, s (start-up included)",
-               ylabel="evaluator loss (impasto's fp32 objective)",
+               ylabel=f"loss, {label} (fp32)",
                title=f"{pair.content.stem} × {pair.style.stem}, {size} px")
         lo, hi = ax.get_xlim()  # plain numbers as ticks, 1-2-5 steps, whatever the range
         ax.set_xticks([t * 10 ** e for e in range(5) for t in (1, 2, 5) if lo <= t * 10 ** e <= hi])
@@ -243,6 +274,12 @@ def trimmed(args) -> str:
         + ([f"pastiche {args.pastiche_default_steps} steps"]
            if args.pastiche_default_steps != 1000 and not args.skip_pastiche else [])
     return f" TRIMMED, not the defaults: {', '.join(cut)}." if cut else ""
+
+
+def score(rows: list, size: int, pair) -> None:
+    """Every row's loss by each of EVALUATORS."""
+    for key, _, deep, layers in EVALUATORS:
+        evaluate(rows, size, pair, key, deep, layers)
 
 
 def log(msg: str) -> None:
@@ -265,7 +302,7 @@ def parse_args(argv=None):
     p.add_argument("--skip-pastiche", action="store_true")
     p.add_argument("--rescore", action="store_true",
                    help="with --report-only: score the saved outputs again with this checkout's "
-                        "evaluator (after a change to impasto's default objective)")
+                        "evaluators (after a change to impasto's default objective)")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing: report the pairs already measured in --out (each pair's "
                         "rows.json, written when it is done), e.g. of a run stopped early")
@@ -304,7 +341,7 @@ def main(argv=None) -> None:
                 saved = json.loads((folder / "rows.json").read_text())
                 machine = saved.get("machine", machine)
                 if args.rescore:
-                    evaluate(saved["rows"], args.size, pair)
+                    score(saved["rows"], args.size, pair)
                     (folder / "rows.json").write_text(json.dumps(saved, indent=1))
                 results.append((pair, saved["rows"]))
             continue
@@ -322,7 +359,7 @@ def main(argv=None) -> None:
             rows += kept
         elif not args.skip_pastiche:
             rows += run_pastiche(pair, folder, args)
-        evaluate(rows, args.size, pair)
+        score(rows, args.size, pair)
         (folder / "rows.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
         results.append((pair, rows))
         print("\n" + report_pair(pair, rows) + "\n", flush=True)
@@ -332,8 +369,10 @@ def main(argv=None) -> None:
     stamp = f"{args.size}-{datetime.datetime.now():%Y%m%d-%H%M}"
     text = "\n\n".join([f"# impasto quality against time, {args.size} px, seed {args.seed}",
                         machine + f"; {os.getloadavg()[0]:.2f} at the end.",
-                        "Evaluator loss: impasto's own default objective in fp32 on the Caffe "
-                        "VGG19 (it favours impasto; check the contact sheet)." + trimmed(args),
+                        "Losses in fp32 on the Caffe VGG19 by two evaluators: impasto's own "
+                        "default objective (it favours impasto) and the classic objective "
+                        "(every style layer from the painting at the output's size: it favours "
+                        "pastiche); check the contact sheet." + trimmed(args),
                         *(report_pair(pair, rows) for pair, rows in results)])
     (args.out / f"quality-{stamp}.md").write_text(text + "\n")
     (args.out / f"quality-{stamp}.json").write_text(json.dumps(
@@ -341,7 +380,11 @@ def main(argv=None) -> None:
          "pairs": [{"content": str(p.content), "style": str(p.style), "runs": rows}
                    for p, rows in results]}, indent=1) + "\n")
     contact_sheet(results, args.size, args.out / f"quality_{args.size}_sheet.png")
-    curve_figure(results, args.size, args.out / f"quality_{args.size}_curve.png")
+    for key, label, _, _ in EVALUATORS:
+        if any(key in r for _, rows in results for r in rows):
+            suffix = "" if key == "loss" else f"_{key}"
+            curve_figure(results, args.size, args.out / f"quality_{args.size}_curve{suffix}.png",
+                         key, label)
     log(f"written to {args.out}")
 
 

