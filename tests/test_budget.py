@@ -42,6 +42,39 @@ def test_the_plan_a_budget_buys():
     assert sum(fast) == pytest.approx(2 * sum(counts) + 9, rel=0.1)
 
 
+def test_a_short_budget_skips_the_finest_scale_rather_than_take_one_step_there():
+    """12 s at step costs 0.25, 1 and 4 s: the finest scale's warm-up alone is 8 s and leaves
+    it no step of its own; the time goes to the coarser scales instead, and fills the budget
+    there."""
+    costs = [0.25, 1.0, 4.0]
+    counts = budget.plan_steps(costs, 12.0, ceiling=10_000)
+    assert counts[-1] == 0 and counts[0] > counts[1] > 0
+    spent = budget.plan_seconds(costs, counts)
+    assert 10.0 <= spent <= 12.0
+    assert budget.plan_steps(costs, 40.0, 10_000)[-1] >= budget.MIN_FINEST_STEPS  # time enough
+    assert budget.plan_steps(costs, 1e6, ceiling=3)[-1] == 1     # the ceiling, not the time
+    assert budget.plan_steps(costs, 0.5, 10_000) == [1, 0, 0]    # at worst the coarsest
+
+
+def test_a_run_without_time_for_its_finest_scale_ends_its_coarser_one_at_the_deadline(
+        monkeypatch, content_image, style_image):
+    """A machine slow enough (a low measured rate) that the finest of two scales has time for
+    its first step but not for two: the run steps at the coarse scale only, until the
+    deadline, and returns the picture enlarged to the full size."""
+    import impasto
+    from impasto import estimate
+    monkeypatch.setattr(estimate, "measure_throughput", lambda *a, **k: 2e9)  # 2.7 s a step
+    t = time.perf_counter()
+    result = impasto.run("transfer", content_image, style_image, size=64, scales=2,
+                         precision="fp32", seed=1, time="8s", steps=100_000, patience=100_000)
+    wall = time.perf_counter() - t
+    assert [n for _, n in result.schedule][-1] == 0
+    assert {h["side"] for h in result.outcome.history} == {32}
+    assert result.outcome.stop_reason == "time" and result.outcome.steps > 2
+    assert tuple(result.tensor.shape[-2:]) == (48, 64)
+    assert wall < 8 * 1.1
+
+
 def test_the_plan_pays_for_each_scales_setup_first():
     """The deep layers' larger painting costs a forward pass before a scale's first step:
     the plan spends that time there and buys fewer steps with what is left."""
@@ -162,13 +195,14 @@ def test_the_plan_line_says_what_the_budget_afforded():
     from impasto.api import PlanEvent
     from impasto.cli.progress import print_plan
 
-    def line(**kw):
+    def line(last=3, **kw):
         out = io.StringIO()
-        print_plan(PlanEvent([(256, 5), (512, 3)], (384, 512), "fp32", "cpu", 2**30, 30.0, None,
-                             [], **kw), stream=out)
+        print_plan(PlanEvent([(256, 5), (512, last)], (384, 512), "fp32", "cpu", 2**30, 30.0,
+                             None, [], **kw), stream=out)
         return out.getvalue()
     assert "enlarged 2x, what the time budget affords" in line(deep_style_scale=2.0)
     assert "enlarged" not in line()
+    assert "512px x0" in line(0) and "no steps at full size" in line(0)
 
 
 def test_a_step_is_priced_by_its_style_loss(monkeypatch, content_image, style_image):

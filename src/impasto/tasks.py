@@ -319,7 +319,26 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     settings = Settings.from_config(cfg)
     settings.history_size = memory["history"]
     outcomes, x, done, start = [], None, 0, time.perf_counter()
+    # a budget may leave the finest scales without steps: the last scale that has some runs
+    # to the deadline, and its picture is enlarged to the full size at the end
+    end = len(plan) if deadline is None else \
+        max(k for k, (_, n) in enumerate(plan) if n > 0 or k == 0) + 1
     for k, (side, steps) in enumerate(plan):
+        if k == end:
+            break
+        if deadline is not None:    # the time left, re-planned over the scales left
+            from . import budget
+            if outcomes:            # what the last scale's steps really cost corrects the rest
+                costs = budget.corrected(costs, last_k, outcomes[-1].history)
+            counts = budget.plan_steps(costs[k:end], deadline - time.perf_counter(),
+                                       max(1, cfg.steps - done), setup[k:end])
+            steps = counts[0]
+            if not any(counts[1:]):
+                end = k + 1         # no time left for the scales after this one
+            if k == end - 1:
+                steps = max(1, cfg.steps - done)       # the deadline ends the last scale
+            elif steps == 0:
+                continue            # no time for this scale: not even its targets
         hw, c, regs = images_at(side)
         first_style = next((r.styles[0] for r in regs if r.styles), None)
         if x is None:
@@ -340,14 +359,6 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             style_stat=cfg.style_loss, content_weight=cfg.content_weight,
             style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm,
             **_temporal_at(temporal, hw, device))
-        if deadline is not None:    # the time left, re-planned over the scales left
-            from . import budget
-            if outcomes:            # what the last scale's steps really cost corrects the rest
-                costs = budget.corrected(costs, k - 1, outcomes[-1].history)
-            steps = budget.plan_steps(costs[k:], deadline - time.perf_counter(),
-                                      max(1, cfg.steps - done), [0.0, *setup[k + 1:]])[0]
-            if k == len(plan) - 1:
-                steps = max(1, cfg.steps - done)       # the deadline ends the last scale
         settings.steps = steps
         # L-BFGS starts each finer scale from the last scale's curvature scale (the loss terms
         # are means over positions, so the inverse Hessian grows with the pixel count) rather
@@ -364,6 +375,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         for h in outcome.history:
             h["side"] = side
         outcomes.append(outcome)
+        last_k = k
         done += outcome.steps
         x = outcome.image.detach().clamp(0, 1).cpu()
         if outcome.stop_reason in ("interrupted", "non-finite"):

@@ -79,6 +79,9 @@ def print_plan(plan, show_reads=False, stream=None):
                  f"{plan.history})")
     if plan.seconds:
         line += f", time {duration(plan.seconds)}"
+    if len(plan.schedule) > 1 and plan.schedule[-1][1] == 0:
+        line += ("; the budget affords no steps at full size: the last scale's picture is "
+                 "enlarged")
     if plan.deep_style_scale:
         line += (f"; the deep style layers' painting enlarged {plan.deep_style_scale:g}x, what "
                  "the time budget affords")
