@@ -321,10 +321,9 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     outcomes, x, done, start = [], None, 0, time.perf_counter()
     # a budget may leave the finest scales without steps: the last scale that has some runs
     # to the deadline, and its picture is enlarged to the full size at the end
-    end = len(plan) if deadline is None else \
-        max(k for k, (_, n) in enumerate(plan) if n > 0 or k == 0) + 1
-    for k, (side, steps) in enumerate(plan):
-        if k == end:
+    end = max(k for k, (_, n) in enumerate(plan) if n > 0 or k == 0 or deadline is None) + 1
+    for k, (side, steps) in enumerate(plan[:end]):
+        if k >= end:                # a re-plan below left this scale no time
             break
         if deadline is not None:    # the time left, re-planned over the scales left
             from . import budget
@@ -332,9 +331,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                 costs = budget.corrected(costs, last_k, outcomes[-1].history)
             counts = budget.plan_steps(costs[k:end], deadline - time.perf_counter(),
                                        max(1, cfg.steps - done), setup[k:end])
-            steps = counts[0]
-            if not any(counts[1:]):
-                end = k + 1         # no time left for the scales after this one
+            steps, end = counts[0], end if any(counts[1:]) else k + 1   # none left after it
             if k == end - 1:
                 steps = max(1, cfg.steps - done)       # the deadline ends the last scale
             elif steps == 0:
