@@ -16,8 +16,8 @@ For every content/style pair, in one run on one machine, one after another:
 Every run is a subprocess; its wall time is measured around it (start-up included). The
 impasto subprocesses run this checkout's src/ (PYTHONPATH), and so does the evaluator.
 
-Every output is then scored by two common evaluators (speed.evaluate), fp32 on the Caffe VGG19
-at the same size, the same for both tools:
+Every output is then scored by three common evaluators (speed.evaluate; EVALUATORS), fp32 on
+the Caffe VGG19 at the same size, the same for both tools:
   impasto's default objective   what impasto's default run minimises (the deep style layers
                                 read from the painting enlarged, --deep-style-scale). It FAVOURS
                                 IMPASTO, and it penalises pastiche for matching the painting's
@@ -25,16 +25,19 @@ at the same size, the same for both tools:
   the classic objective         every style layer from the painting at the output's size: what
                                 Gatys et al. and pastiche minimise (up to pastiche's weights and
                                 normalisation). It FAVOURS PASTICHE.
-A lower loss does not prove a better picture under either. The contact sheet (rows: pairs;
-columns: the content, the style, then every run labelled with its setting, wall time and both
+  the shared terms              content, TV and the shallow style layers (relu1_1-relu3_1),
+                                whose targets are the same in both tools: it favours neither
+                                by its targets, only by the weights.
+A lower loss does not prove a better picture under any of them. The contact sheet (rows: pairs;
+columns: the content, the style, then every run labelled with its setting, wall time and its
 losses) is there to check the numbers against the eye.
 
-Printed per pair: a markdown table (tool, setting, steps, wall s, both losses with their terms)
+Printed per pair: a markdown table (tool, setting, steps, wall s, each evaluator's loss)
 and, per evaluator, the time each tool needs to reach the loss of pastiche's 1000-step default
 (the smallest measured wall time whose loss is at most that) and their ratio. Written to --out:
 the report (quality-<size>-<date>.md), the measurements (quality-<size>-<date>.json), the contact
 sheet (quality_<size>_sheet.png) and a figure of the curves per evaluator
-(quality_<size>_curve.png, quality_<size>_curve_classic.png).
+(quality_<size>_curve.png, quality_<size>_curve_classic.png, quality_<size>_curve_shared.png).
 
     python benchmarks/quality.py               # 3 pairs, 512 px: hours (pastiche ~25 min a pair)
     python benchmarks/quality.py --skip-pastiche --budgets 15,30

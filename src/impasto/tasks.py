@@ -249,9 +249,6 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
 
     deep_layers = deep_style_layers(cfg) if layers and all_styles else []
 
-    def deep_side(long_side):       # None: the deep layers use the same style image
-        side, deep = cfg.style_sides(long_side)
-        return deep if deep_layers and deep > side else None
 
     def images_at(long_side):
         hw = imageio.fit_size(*aspect_src.shape[-2:], long_side)
@@ -274,7 +271,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                        + where, deepest)
     net, weights_id = get_backbone(cfg, layers, device, precision) if layers else (None, "none")
     style_hws = [imageio.fit_size(*st.shape[-2:], side) for st in all_styles
-                 for side in (style_side(cfg.size), deep_side(cfg.size)) if side]
+                 for side in (style_side(cfg.size), deep_copy_side(cfg, cfg.size, deep_layers))
+                 if side]
     content_layers = cfg.content_layers if content_src is not None and cfg.content_weight > 0 \
         else []
     memory = plan_memory(cfg, layers, content_layers, plan, aspect_src.shape[-2:], precision,
@@ -395,14 +393,21 @@ def deep_style_layers(cfg: Config) -> list:
     return [k for k in cfg.style_layers if backbones.stride(cfg.model, k) >= 8]
 
 
+def deep_copy_side(cfg: Config, long_side: int, deep_layers):
+    """The long side of the paintings' copy that ``deep_layers`` read at an output long side of
+    ``long_side``, or None where they read the painting itself (no deep layers, or no
+    enlargement)."""
+    side, deep = cfg.style_sides(long_side)
+    return deep if deep_layers and deep > side else None
+
+
 def style_region(cfg: Config, mask, paintings, blend, long_side: int, deep_layers) -> Region:
     """A Region of ``paintings`` at an output long side of ``long_side``: each painting at the
     style side, and where ``deep_layers`` read a larger copy, that copy too."""
-    side, deep = cfg.style_sides(long_side)
-    copies = [imageio.resize_long(x, deep) for x in paintings] \
-        if deep_layers and deep > side else None
-    return Region(mask, [imageio.resize_long(x, side) for x in paintings], blend,
-                  deep_styles=copies, deep_layers=deep_layers)
+    deep = deep_copy_side(cfg, long_side, deep_layers)
+    copies = None if deep is None else [imageio.resize_long(x, deep) for x in paintings]
+    return Region(mask, [imageio.resize_long(x, cfg.style_sides(long_side)[0])
+                         for x in paintings], blend, deep_styles=copies, deep_layers=deep_layers)
 
 
 def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
@@ -423,8 +428,8 @@ def _setup_costs(cfg, plan, styles, deep_layers, deepest, throughput) -> list:
     from . import budget, estimate
     out = []
     for side, _ in plan:
-        small, deep = cfg.style_sides(side)
-        out.append(0.0 if not deep_layers or deep <= small else sum(
+        deep = deep_copy_side(cfg, side, deep_layers)
+        out.append(0.0 if deep is None else sum(
             budget.seconds_per_step(estimate.step_flops(
                 cfg.model, deepest, imageio.fit_size(*st.shape[-2:], deep)) / 2, throughput)
             for st in styles))
