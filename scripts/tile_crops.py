@@ -14,7 +14,7 @@ import json
 
 from PIL import Image, ImageDraw
 
-from impasto import tiled
+from impasto import tile_geometry as tiled
 
 COLOURS = ["#ff2020", "#20c020", "#2060ff", "#ffa000"]
 
@@ -26,7 +26,7 @@ def borders(record: dict, hw) -> list[tuple[list[int], list[int]]]:
     stages = tiled.stages(record["options"]["model"], layers)
     out = []
     for st, t in zip(stages, tiled.stage_tiles(stages, tile)):
-        h, w = tiled._full_hw(*hw, st.scale)
+        h, w = tiled.full_hw(*hw, st.scale)
         ts = tiled.tiles(h, w, t, st.geom)
         xs = sorted({u.x0 * st.scale for u in ts if u.x0})
         ys = sorted({u.y0 * st.scale for u in ts if u.y0})

@@ -10,7 +10,7 @@ import torch
 
 from conftest import pil_to_tensor, synthetic
 
-from impasto import tiled
+from impasto import tile_geometry, tiled
 from impasto.losses import Objective, Region
 
 SHALLOW = dict(content_layers=["relu2_2"], style_layers=["relu1_1", "relu2_1", "relu3_1"])
@@ -42,45 +42,6 @@ def assert_same(a, b, rel=1e-4):
     assert err < 10 * rel, f"gradient differs by {err:.2e} of its largest value"
 
 
-def test_geometry_of_vgg19():
-    def geometry(model, layers):      # the whole network in one piece
-        return tiled._reach(tiled._chain(model, layers))
-    g = geometry("vgg19", ["relu5_1"])
-    assert g.stride == 16 and g.margin == 80      # relu5_1 sees [16q - 70, 16q + 85]
-    assert geometry("vgg19", ["relu3_1", "relu1_1"]) == tiled.Geometry(4, 12)
-    assert geometry("vgg19", ["relu1_1"]) == tiled.Geometry(1, 1)
-
-
-def test_the_network_is_cut_into_stages_that_need_small_margins():
-    sts = tiled.stages("vgg19", ["relu5_1", "relu4_2"])
-    assert [(st.names[0], st.names[-1], st.scale, st.cin) for st in sts] == [
-        ("conv1_1", "pool2", 1, 3), ("conv3_1", "pool3", 4, 128), ("conv4_1", "pool4", 8, 256),
-        ("conv5_1", "relu5_1", 16, 512)]
-    assert [st.geom for st in sts] == [tiled.Geometry(4, 8), tiled.Geometry(2, 4),
-                                       tiled.Geometry(2, 4), tiled.Geometry(1, 1)]
-    assert [st.names[-1] for st in tiled.stages("vgg19", ["relu2_1"])] == ["relu2_1"]
-    # the later stages' tiles hold no more activations than the first one's
-    tiles_ = tiled.stage_tiles(sts, 352)
-    cap = tiled._elements(sts[0], 352 + 16)
-    for st, t in zip(sts[1:], tiles_[1:]):
-        assert t % st.geom.stride == 0
-        assert tiled._elements(st, t + 2 * st.geom.margin) <= cap
-        assert tiled._elements(st, t + st.geom.stride + 2 * st.geom.margin) > cap
-    # what the margins cost: half of what one 80 px margin for the whole network did
-    assert tiled.work_factor("vgg19", ["relu5_1"], (1536, 2048), 352) < 1.5
-
-
-def test_tiles_cover_the_image_once_with_aligned_starts():
-    geom = tiled.Geometry(4, 12)
-    ts = tiled.tiles(70, 45, 16, geom)
-    covered = torch.zeros(70, 45, dtype=torch.int64)
-    for t in ts:
-        covered[t.y0:t.y1, t.x0:t.x1] += 1
-        assert t.ty0 % 4 == 0 and t.tx0 % 4 == 0
-        assert t.ty0 == max(0, t.y0 - 12) and t.ty1 == min(70, t.y1 + 12)
-    assert (covered == 1).all()
-
-
 @pytest.mark.parametrize("tile", [16, 24, 40])
 def test_shallow_layers_match_with_tiles_that_do_not_divide_the_image(vgg19, tile):
     c, s, x = _img(70, 54, 1), _img(48, 40, 2), _img(70, 54, 3)
@@ -88,15 +49,19 @@ def test_shallow_layers_match_with_tiles_that_do_not_divide_the_image(vgg19, til
     assert_same(*both(vgg19, tile, x, **kw))
 
 
-def test_deep_layers_match(vgg19):
-    """relu5_1, with tiles that really cut every stage's map of the 200 x 168 image."""
+@pytest.mark.parametrize("keep_from", [None, 2, 0])
+def test_deep_layers_match(vgg19, keep_from):
+    """relu5_1, with tiles that really cut every stage's map of the 200 x 168 image; every
+    stage recomputed in the backward pass, the deep ones' graphs kept from the statistics
+    pass, or every stage's kept."""
     c, s, x = _img(200, 168, 1), _img(96, 80, 2), _img(200, 168, 3)
     kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **DEEP, **WEIGHTS)
-    plain, tiles_ = Objective(vgg19, **kw), tiled.TiledObjective(vgg19, tile=32, **kw)
+    plain = Objective(vgg19, **kw)
+    tiles_ = tiled.TiledObjective(vgg19, tile=32, keep_from=keep_from, **kw)
     tiles_.stage_tiles = [32, 16, 8, 4]
     for k, st in enumerate(tiles_.stages):
-        h, w = tiled._full_hw(168, 200, st.scale)
-        assert len(tiled.tiles(h, w, tiles_.stage_tiles[k], st.geom)) >= 6
+        h, w = tile_geometry.full_hw(168, 200, st.scale)
+        assert len(tile_geometry.tiles(h, w, tiles_.stage_tiles[k], st.geom)) >= 6
     out = []
     for obj in (plain, tiles_):
         xi = x.clone().requires_grad_(True)
@@ -151,7 +116,7 @@ def test_temporal_and_no_grad_evaluation(vgg19):
 
 def test_only_vgg_models_tile():
     with pytest.raises(Exception, match="VGG models only"):
-        tiled.stages("resnet50", ["res2a"])
+        tile_geometry.stages("resnet50", ["res2a"])
 
 
 def test_a_margin_too_small_is_not_exact(vgg19):
@@ -162,7 +127,7 @@ def test_a_margin_too_small_is_not_exact(vgg19):
     exact = tiled.TiledObjective(vgg19, tile=16, **kw)
     short = tiled.TiledObjective(vgg19, tile=16, **kw)
     g = short.stages[0].geom
-    short.stages[0] = dataclasses.replace(short.stages[0], geom=tiled.Geometry(g.stride,
+    short.stages[0] = dataclasses.replace(short.stages[0], geom=tile_geometry.Geometry(g.stride,
                                                                               g.margin - 4))
     grads = []
     for obj in (exact, short):
@@ -214,6 +179,27 @@ def test_a_chosen_tile_is_capped_on_a_cpu_but_a_forced_one_is_kept():
     assert estimate.plan_memory(*args, tile=1024, largest=estimate.CPU_TILE)["tiles"] == [1024]
 
 
+def test_the_stages_keep_their_graphs_where_the_budget_leaves_room():
+    """What the budget leaves after the tiles and a floor of L-BFGS history goes to keeping
+    the deepest stages' graphs (no recomputation there), then back to the history."""
+    from impasto import estimate, tile_geometry
+    p = plan(6 * GIB)              # a tight budget: nothing kept at 4096 px, where the
+    assert p["keep"][0] is None and p["keep"][2] == 4   # history is sized; at 2048 (a
+    assert p["keep"][1] < 4                           # quarter of it) the deepest stages
+    keeps = []
+    for budget in (12, 20, 40, 80):
+        q = plan(budget * GIB, sides=(4096,), tile=384)
+        assert q["peak_bytes"] <= budget * GIB
+        assert q["history"] >= estimate.HISTORY_FLOOR
+        keeps.append(q["keep"][0])
+    assert keeps == sorted(keeps, reverse=True) and keeps[0] > keeps[-1] == 0
+    # what is kept costs memory and saves work
+    assert estimate.graph_bytes("vgg19", LAYERS, (3072, 4096), 384, "fp32", 2) > 0
+    factors = [tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), 384, k)
+               for k in range(5)]
+    assert factors == sorted(factors) and factors[0] < 1.15 < 1.4 < factors[-1]
+
+
 def test_a_forced_tile_applies_to_every_scale_larger_than_it():
     assert plan(None, sides=(256, 512, 1024), tile=512)["tiles"] == [None, None, 512]
 
@@ -231,7 +217,9 @@ def test_a_tiled_run_through_the_cli(run_cli, image_files):
                    "--style-layers", "relu1_1", "relu2_1", "relu3_1", "--content-layers",
                    "relu2_2")
     assert proc.returncode == 0, proc.stderr
-    assert "(tiles of 32px)" in proc.stderr
+    # a tiny image leaves room to keep every stage's graph: nothing is recomputed
+    assert "(tiles of 32px, conv1_1 and deeper not recomputed)" in proc.stderr
     import json
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["memory"]["tiles"] == [32] and rec["options"]["tile"] == 32
+    assert rec["memory"]["keep"] == [0]

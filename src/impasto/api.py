@@ -66,6 +66,8 @@ class PlanEvent:
     budget_bytes: Optional[float] = None
     step_seconds: list = field(default_factory=list)  # per scale: planned seconds of a step
     deep_style_scale: Optional[float] = None  # set when a --time budget lowered it
+    kept_from: list = field(default_factory=list)  # per tiled scale: the first layer whose
+    # tiles' graphs are kept from the statistics pass (not recomputed), or None
     kind: str = "plan"
 
 
@@ -298,7 +300,8 @@ class Job:
                            info["device"], peak, info.get("seconds"),
                            info.get("available_bytes"), self.reads(), info.get("tiles", []),
                            info.get("history", 0), info.get("budget_bytes"),
-                           info.get("step_seconds", []), info.get("deep_style_scale")))
+                           info.get("step_seconds", []), info.get("deep_style_scale"),
+                           info.get("kept_from", [])))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,

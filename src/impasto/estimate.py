@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from . import backbones, image as imageio
+from . import backbones, image as imageio, tile_geometry
 
 BASE_BYTES = 0.55 * 2**30                      # interpreter, torch, weights, images
 BYTES_PER_ACTIVATION = {"fp32": 5.0, "bf16": 3.5, "fp16": 3.5}   # fitted, see above
@@ -74,13 +74,12 @@ def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
 
 
 def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_hws=(),
-             tiles=None) -> dict:
+             tiles=None, keep=None) -> dict:
     """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run.
 
     ``style_hws``: the style images' sizes at full scale (``--size`` x ``--style-scale``). Their
     targets are computed once, without autograd: every activation is held at most once, in the
     network's dtype, so a style image much larger than the output can set the peak."""
-    from . import tiled
     deepest = backbones.deepest(model, layers)
     peak_hw = imageio.fit_size(*aspect_hw, max(side for side, _ in plan))
     peak = BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
@@ -90,9 +89,9 @@ def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_h
         peak = max(peak, BASE_BYTES + value_bytes * activation_elements(model, deepest, hw))
     tiles = tiles or [None] * len(plan)
     flops = 0.0
-    for (side, n), tile in zip(plan, tiles):
+    for (side, n), tile, k in zip(plan, tiles, keep or [None] * len(plan)):
         hw = imageio.fit_size(*aspect_hw, side)
-        extra = tiled.work_factor(model, layers, hw, tile) if tile else 1.0
+        extra = tile_geometry.work_factor(model, layers, hw, tile, k) if tile else 1.0
         flops += n * step_flops(model, deepest, hw) * extra
     return {"peak_bytes": peak, "flops": flops,
             "seconds": flops / throughput if throughput else None}
@@ -124,8 +123,7 @@ def tiled_bytes(model, layers, hw, tile, precision, content_elems) -> float:
     (the later stages' tiles hold no more), the whole maps the stages keep between them, plus
     the image-sized tensors every step keeps (image, gradient, best image, the optimiser's own
     vectors) and the content targets, in float32."""
-    from . import tiled
-    first = tiled.stages(model, layers)[0]
+    first = tile_geometry.stages(model, layers)[0]
     side = tile + 2 * first.geom.margin
     window = (min(hw[0], side), min(hw[1], side))
     return (BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(
@@ -142,9 +140,8 @@ IMAGE_TENSORS = 20
 def _image_bytes(model, layers, hw, content_elems) -> float:
     """What a tiled scale keeps whatever the tile: image-sized tensors, the content targets
     and the stages' whole maps."""
-    from . import tiled
     return 4.0 * (3 * hw[0] * hw[1] * IMAGE_TENSORS + content_elems
-                  + tiled.kept_elements(model, layers, hw))
+                  + tile_geometry.kept_elements(model, layers, hw))
 
 
 # Tiles larger than this run slower per pixel on a CPU: their first block's maps (64 channels)
@@ -153,31 +150,42 @@ def _image_bytes(model, layers, hw, content_elems) -> float:
 CPU_TILE = 384
 
 
+# The L-BFGS history a tiled scale keeps before the stages' graphs take what the budget leaves
+# (then the history grows into what is left, up to --history): below about 20 entries
+# L-BFGS loses more per step than the kept graphs gain.
+HISTORY_FLOOR = 20
+
+
 def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budget,
                 history: int, tile=None, style_hws=(), largest=None) -> dict:
-    """Which scales of ``plan`` are evaluated in tiles, of what size, and how much L-BFGS
-    history fits, so that the run stays within ``budget`` bytes (None: no limit). A tile the
-    budget chooses is at most ``largest`` px (``CPU_TILE`` on a CPU), a forced ``tile`` is kept.
+    """Which scales of ``plan`` are evaluated in tiles, of what size, which of their stages
+    keep their graphs from the statistics pass, and how much L-BFGS history fits, so that the
+    run stays within ``budget`` bytes (None: no limit). A tile the budget chooses is at most
+    ``largest`` px (``CPU_TILE`` on a CPU), a forced ``tile`` is kept.
 
-    Returns {"tiles": [tile px or None per scale], "history": entries, "peak_bytes": the
-    estimated peak of the whole run}. Raises UserError when even the smallest tile does not
-    fit, naming --max-memory."""
-    from . import tiled
+    Returns {"tiles": [tile px or None per scale], "keep": [the first stage whose graphs are
+    kept, per tiled scale, else None], "history": entries, "peak_bytes": the estimated peak of
+    the whole run}. Raises UserError when even the smallest tile does not fit, naming
+    --max-memory."""
     from .errors import UserError
     deepest = backbones.deepest(model, layers)
-    geom = tiled.stages(model, layers)[0].geom if backbones.spec(model).is_vgg else None
+    geom = tile_geometry.stages(model, layers)[0].geom if backbones.spec(model).is_vgg else None
     full = max(side for side, _ in plan)
     hw_full = imageio.fit_size(*aspect_hw, full)
     hist = history
     if budget is not None and history:
+        entry = max(1.0, history_bytes(hw_full, 1))
         if geom is not None:    # what the largest scale leaves in tiles of CPU_TILE px
-            room = max(0.0, budget - tiled_bytes(model, layers, hw_full, CPU_TILE, precision,
-                                                 content_elements(model, content_layers,
-                                                                  hw_full)))
+            fixed = tiled_bytes(model, layers, hw_full, CPU_TILE, precision,
+                                content_elements(model, content_layers, hw_full))
+            keep = keep_from(model, layers, hw_full, CPU_TILE, precision,
+                             budget - fixed - min(history, HISTORY_FLOOR) * entry)
+            room = max(0.0, budget - fixed - graph_bytes(model, layers, hw_full, CPU_TILE,
+                                                          precision, keep))
         else:                   # at most half of what the budget leaves above the base
             room = max(0.0, (budget - BASE_BYTES) / 2)
-        hist = max(1, min(history, int(room // max(1.0, history_bytes(hw_full, 1)))))
-    tiles, peak = [], 0.0
+        hist = max(1, min(history, int(room // entry)))
+    tiles, keeps, peak = [], [], 0.0
     value_bytes = 4.0 if precision == "fp32" else 2.0
     for side, _ in plan:
         hw = imageio.fit_size(*aspect_hw, side)
@@ -200,11 +208,30 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
                             "use a smaller --size or a larger --max-memory")
         tiles.append(chosen)
         if chosen is None:
+            keeps.append(None)
             peak = max(peak, untiled)
-        else:
-            peak = max(peak, history_bytes(hw, hist) + tiled_bytes(
-                model, layers, hw, chosen, precision, content_elements(model, content_layers, hw)))
-    return {"tiles": tiles, "history": hist, "peak_bytes": peak}
+            continue
+        fixed = history_bytes(hw, hist) + tiled_bytes(
+            model, layers, hw, chosen, precision, content_elements(model, content_layers, hw))
+        keeps.append(keep_from(model, layers, hw, chosen, precision,
+                               -1.0 if budget is None else budget - fixed))
+        peak = max(peak, fixed + graph_bytes(model, layers, hw, chosen, precision, keeps[-1]))
+    return {"tiles": tiles, "keep": keeps, "history": hist, "peak_bytes": peak}
+
+
+def graph_bytes(model, layers, hw, tile, precision, keep) -> float:
+    """What the stages from ``keep`` on hold with their graphs (see ``tiled``)."""
+    return BYTES_PER_ACTIVATION[precision] * tile_geometry.graph_elements(model, layers, hw,
+                                                                          tile, keep)
+
+
+def keep_from(model, layers, hw, tile, precision, room) -> int:
+    """The first stage whose graph a tiled evaluation keeps from its statistics pass, the
+    earliest (the most recomputation saved) whose graphs fit in ``room`` bytes; the number of
+    stages (none kept) when not even the last one's fit."""
+    n = len(tile_geometry.stages(model, layers))
+    return next((k for k in range(n) if graph_bytes(model, layers, hw, tile, precision, k)
+                 <= room), n)
 
 
 def _largest_tile(model, layers, hw, geom, precision, budget, content_elems, side):

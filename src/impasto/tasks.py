@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from . import backbones, color, image as imageio, precision as precisions
 from .config import INITS, Config
 from .errors import UserError
-from .losses import Objective, Region
+from .losses import Objective
 from .optimize import Outcome, Settings, minimise
+from .planning import (deep_copy_side, deep_style_layers, plan_memory, setup_costs,  # noqa: F401
+                       step_costs, style_region, time_plan)
 from .tiled import TiledObjective
 
 
@@ -283,12 +285,12 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         side = min(192, plan[0][0])
         throughput = estimate.measure_throughput(net, deepest, device, side=side, repeats=1)
         asked = cfg.deep_style_scale    # a short budget affords a smaller enlarged painting
-        cfg = cfg.replace(deep_style_scale=budget.deep_scale(asked, lambda s: _setup_costs(
+        cfg = cfg.replace(deep_style_scale=budget.deep_scale(asked, lambda s: setup_costs(
             cfg.replace(deep_style_scale=s), plan, all_styles, deep_layers, deepest,
             throughput), budget.parse_duration(cfg.time)))
         lowered = cfg.deep_style_scale if cfg.deep_style_scale < asked else None
-        setup = _setup_costs(cfg, plan, all_styles, deep_layers, deepest, throughput)
-        deadline, costs, plan = _time_plan(cfg, plan, aspect_src.shape[-2:], layers, memory,
+        setup = setup_costs(cfg, plan, all_styles, deep_layers, deepest, throughput)
+        deadline, costs, plan = time_plan(cfg, plan, aspect_src.shape[-2:], layers, memory,
                                            throughput, t0 if started is None else started,
                                            setup)
     if on_plan is not None and layers:
@@ -297,20 +299,22 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             throughput = estimate.measure_throughput(net, deepest, device,
                                                      side=min(192, plan[0][0]), repeats=1)
         if costs is None:
-            costs = _step_costs(cfg, plan, aspect_src.shape[-2:], layers, memory, throughput)
+            costs = step_costs(cfg, plan, aspect_src.shape[-2:], layers, memory, throughput)
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
-                                 throughput, style_hws=style_hws, tiles=memory["tiles"])
+                                 throughput, style_hws=style_hws, tiles=memory["tiles"],
+                                 keep=memory["keep"])
         info["peak_bytes"] = memory["peak_bytes"]
         info["step_seconds"] = list(costs)
         if setup is None:
-            setup = _setup_costs(cfg, plan, all_styles, deep_layers, deepest, throughput)
+            setup = setup_costs(cfg, plan, all_styles, deep_layers, deepest, throughput)
         info["seconds"] = budget.plan_seconds(costs, [n for _, n in plan], setup)
         if deadline is not None:
             info["seconds"] = deadline - (t0 if started is None else started)
         on_plan({"schedule": plan, "output_hw": imageio.fit_size(*aspect_src.shape[-2:], cfg.size),
                  "precision": precision, "device": str(device),
                  "available_bytes": estimate.available_bytes(device), **info,
-                 "tiles": memory["tiles"], "history": memory["history"],
+                 "tiles": memory["tiles"], "kept_from": _kept_from(cfg.model, layers, memory),
+                 "history": memory["history"],
                  "budget_bytes": memory["budget_bytes"], "deep_style_scale": lowered})
     t_ready = time.perf_counter()
 
@@ -346,7 +350,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             r.deep_styles = r.deep_styles and [st.to(device) for st in r.deep_styles]
             r.mask = None if r.mask is None else r.mask.to(device)
         tile = memory["tiles"][k]
-        make = Objective if tile is None else functools.partial(TiledObjective, tile=tile)
+        make = Objective if tile is None else functools.partial(
+            TiledObjective, tile=tile, keep_from=memory["keep"][k])
         objective = make(
             net, content=None if c is None else c.to(device), regions=regs,
             content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
@@ -384,96 +389,15 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     timings = {"setup_s": round(t_ready - t0, 3), "optimise_s": round(t_end - t_ready, 3),
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
-                  [list(p) for p in plan], {k: memory[k] for k in ("tiles", "history")})
+                  [list(p) for p in plan], {k: memory[k] for k in ("tiles", "keep", "history")})
 
 
-def deep_style_layers(cfg: Config) -> list:
-    """The style layers that read the painting's larger copy (``--deep-style-scale``): those
-    at stride 8 and more (vgg19: relu4_1, relu5_1)."""
-    return [k for k in cfg.style_layers if backbones.stride(cfg.model, k) >= 8]
-
-
-def deep_copy_side(cfg: Config, long_side: int, deep_layers):
-    """The long side of the paintings' copy that ``deep_layers`` read at an output long side of
-    ``long_side``, or None where they read the painting itself (no deep layers, or no
-    enlargement)."""
-    side, deep = cfg.style_sides(long_side)
-    return deep if deep_layers and deep > side else None
-
-
-def style_region(cfg: Config, mask, paintings, blend, long_side: int, deep_layers) -> Region:
-    """A Region of ``paintings`` at an output long side of ``long_side``: each painting at the
-    style side, and where ``deep_layers`` read a larger copy, that copy too."""
-    deep = deep_copy_side(cfg, long_side, deep_layers)
-    copies = None if deep is None else [imageio.resize_long(x, deep) for x in paintings]
-    return Region(mask, [imageio.resize_long(x, cfg.style_sides(long_side)[0])
-                         for x in paintings], blend, deep_styles=copies, deep_layers=deep_layers)
-
-
-def _time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
-    """(deadline, seconds per step at each scale, the plan of steps that fills the budget)."""
-    from . import budget
-    seconds = budget.parse_duration(cfg.time)
-    deadline = began + seconds * (1 - budget.RESERVE)
-    costs = _step_costs(cfg, plan, aspect_hw, layers, memory, throughput)
-    left = deadline - time.perf_counter()
-    budget.check_fits(left, budget.WARM_UP_STEPS * costs[-1] + setup[-1], seconds)
-    counts = budget.plan_steps(costs, left, cfg.steps, setup)
-    return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
-
-
-def _setup_costs(cfg, plan, styles, deep_layers, deepest, throughput) -> list:
-    """Seconds each scale spends on its deep layers' larger paintings (one forward pass each)
-    before its first step; 0 where there are none."""
-    from . import budget, estimate
-    out = []
-    for side, _ in plan:
-        deep = deep_copy_side(cfg, side, deep_layers)
-        out.append(0.0 if deep is None else sum(
-            budget.seconds_per_step(estimate.step_flops(
-                cfg.model, deepest, imageio.fit_size(*st.shape[-2:], deep)) / 2, throughput)
-            for st in styles))
-    return out
-
-
-def _step_costs(cfg, plan, aspect_hw, layers, memory, throughput) -> list:
-    """Seconds one step takes at each scale of ``plan`` at ``throughput`` FLOP/s, tiling's
-    extra work included."""
-    from . import budget, estimate
-    from .tiled import work_factor
-    deepest = backbones.deepest(cfg.model, layers)
-    costs = []
-    for (side, _), tile in zip(plan, memory["tiles"]):
-        hw = imageio.fit_size(*aspect_hw, side)
-        flops = estimate.step_flops(cfg.model, deepest, hw)
-        if tile:
-            flops *= work_factor(cfg.model, layers, hw, tile)
-        costs.append(budget.seconds_per_step(flops, throughput)
-                     * budget.LOSS_COST.get(cfg.style_loss, 1.0))
-    return costs
-
-
-def plan_memory(cfg: Config, layers, content_layers, plan, aspect_hw, precision, device,
-                style_hws) -> dict:
-    """The memory plan of a run (see ``estimate.plan_memory``) within ``--max-memory``, or
-    by default within 90% of the memory free on the device."""
-    from . import estimate
-    from .config import parse_bytes
-    if cfg.max_memory is not None:
-        budget = parse_bytes(cfg.max_memory)
-    else:
-        free = estimate.available_bytes(device)
-        budget = None if free is None else 0.9 * free
-    history = cfg.history_size if cfg.optimizer == "lbfgs" else 0
-    if not layers:
-        return {"tiles": [None] * len(plan), "history": history, "peak_bytes": 0.0,
-                "budget_bytes": budget}
-    memory = estimate.plan_memory(cfg.model, layers, content_layers, plan, aspect_hw, precision,
-                                  budget, history, cfg.tile, style_hws,
-                                  largest=estimate.CPU_TILE if device.type == "cpu" else None)
-    if cfg.optimizer != "lbfgs":
-        memory["history"] = cfg.history_size
-    return {**memory, "budget_bytes": budget}
+def _kept_from(model, layers, memory) -> list:
+    """Per scale, the first layer whose tiles keep their graphs (see ``tiled``), or None."""
+    from .tile_geometry import stages
+    sts = stages(model, layers) if any(memory["tiles"]) else []
+    return [sts[k].names[0] if t and k is not None and k < len(sts) else None
+            for t, k in zip(memory["tiles"], memory["keep"])]
 
 
 def _at_scale(callback, index, side):

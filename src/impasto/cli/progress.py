@@ -70,8 +70,10 @@ def print_plan(plan, show_reads=False, stream=None):
     stream = stream or sys.stderr
     h, w = plan.output_hw
     tiles = plan.tiles or [None] * len(plan.schedule)
-    scales = " -> ".join(f"{side}px x{n}" + (f" (tiles of {t}px)" if t else "")
-                         for (side, n), t in zip(plan.schedule, tiles))
+    kept = plan.kept_from or [None] * len(plan.schedule)
+    scales = " -> ".join(f"{side}px x{n}" + (f" (tiles of {t}px" + (
+        f", {k} and deeper not recomputed" if k else "") + ")" if t else "")
+        for (side, n), t, k in zip(plan.schedule, tiles, kept))
     line = (f"impasto: {w}x{h} output, scales {scales}, {plan.precision} on {plan.device}; "
             f"estimated peak memory {plan.peak_bytes / 2**30:.1f} GiB")
     if any(tiles) or (plan.budget_bytes and plan.history and plan.history < 100):

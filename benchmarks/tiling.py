@@ -1,0 +1,119 @@
+"""One evaluation (loss and gradient) of the default objective, untiled against tiled with
+each stage's graph recomputed or kept from the statistics pass, at one size, in one run.
+Run by hand: `python benchmarks/tiling.py [--size 1024] [--tiles 384] [--keep 4,2,1,0]`.
+
+Each configuration runs in its own process (peak RSS of that process alone): a warm-up
+evaluation, then the median of ``--repeats`` timed ones at the same random image. "of
+calibrated" is the share of the machine's VGG19 rate (benchmarks/speed.py's calibration, in
+this run) that one evaluation reaches, counting the FLOPs of one untiled evaluation; "work"
+is what tile_geometry.work_factor says the configuration computes against an untiled one.
+"keep K" keeps the graphs of the stages from K on (0: every stage, 4: none, the old way).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
+def one(args):
+    """Time one configuration in this process; print a JSON line."""
+    import torch
+    from impasto import Config, image as imageio, tasks, tiled
+    from impasto.losses import Objective, Region
+    torch.manual_seed(0)
+    cfg = Config(precision=args.precision).with_model_layers()
+    content = imageio.to_tensor(imageio.load(args.content, long_side=args.size))
+    hw = imageio.fit_size(*content.shape[-2:], args.size)
+    content = imageio.resize(content, hw)
+    style = imageio.resize_long(imageio.to_tensor(imageio.load(args.style,
+                                                               long_side=args.size)), args.size)
+    net, _ = tasks.get_backbone(cfg, cfg.content_layers + cfg.style_layers, torch.device("cpu"),
+                                args.precision)
+    kw = dict(content=content, regions=[Region(None, [style])],
+              content_layers=cfg.content_layers, style_layers=cfg.style_layers,
+              style_stat=cfg.style_loss, content_weight=cfg.content_weight,
+              style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+    obj = Objective(net, **kw) if args.one == "untiled" else tiled.TiledObjective(
+        net, tile=int(args.one.split(":")[0]), keep_from=int(args.one.split(":")[1]), **kw)
+    x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
+    times, loss = [], None
+    for _ in range(args.repeats + 1):
+        xi = x.clone().requires_grad_(True)
+        t = time.perf_counter()
+        total = obj(xi)[0]
+        total.backward()
+        times.append(time.perf_counter() - t)
+        loss = total.item()
+    print(json.dumps({"hw": hw, "seconds": statistics.median(times[1:]), "loss": loss,
+                      "grad": float(xi.grad.abs().sum())}))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--content", default="examples/tubingen.jpg")
+    p.add_argument("--style", default="examples/starry_night.jpg")
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--tiles", default="384", help="tile sizes, comma-separated")
+    p.add_argument("--keep", default="4,2,1,0", help="keep_from values, comma-separated")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if args.one:
+        return one(args)
+    from speed import calibrate
+    from impasto import Config, estimate, tile_geometry
+    calib = calibrate((384, 512), precisions=(args.precision,))[args.precision]
+    layers = Config().with_model_layers()
+    layers = layers.content_layers + layers.style_layers
+    configs = ["untiled"] + [f"{t}:{k}" for t in args.tiles.split(",")
+                             for k in args.keep.split(",")]
+    rows = []
+    for c in configs:
+        cmd = [sys.executable, __file__, "--one", c, "--size", str(args.size), "--content",
+               args.content, "--style", args.style, "--precision", args.precision,
+               "--repeats", str(args.repeats)]
+        proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            rows.append((c, None, proc.stderr.strip().splitlines()[-1]))
+            continue
+        out = proc.stdout.strip().splitlines()
+        rows.append((c, json.loads(out[-2]), int(out[-1]) / 1024))
+        print(f"done {c}", file=sys.stderr, flush=True)
+    base = next((r[1] for r in rows if r[0] == "untiled" and r[1]), None)
+    hw = (base or next(r[1] for r in rows if r[1]))["hw"]
+    flops = estimate.step_flops("vgg19", "relu5_1", hw)
+    lines = [f"{args.size} px ({hw[1]}x{hw[0]}), {args.precision}, one evaluation (median of "
+             f"{args.repeats}); {args.content} / {args.style}; calibrated VGG19 rate "
+             f"{calib / 1e9:.1f} GFLOP/s (512x384)", "",
+             "| evaluation | work | s | of calibrated | against untiled | loss differs | "
+             "peak RSS MiB |", "|---|---|---|---|---|---|---|"]
+    for c, r, peak in rows:
+        if r is None:
+            lines.append(f"| {c} | error: {peak} | | | | | |")
+            continue
+        if c == "untiled":
+            name, work = "untiled", 1.0
+        else:
+            t, k = map(int, c.split(":"))
+            name = f"tiles of {t} px, graphs kept from stage {k}"
+            work = tile_geometry.work_factor("vgg19", layers, hw, t, k)
+        speedup = f"{base['seconds'] / r['seconds']:.2f}x" if base else ""
+        diff = f"{abs(r['loss'] - base['loss']) / abs(base['loss']):.1e}" if base else ""
+        lines.append(f"| {name} | {work:.2f} | {r['seconds']:.2f} | "
+                     f"{flops / r['seconds'] / calib:.0%} | {speedup} | {diff} | {peak:.0f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
