@@ -196,6 +196,12 @@ class TiledObjective:
                 means[i][n] = sums[i][n][1] / norm
         return grams, means, (closs[0] if content else None), kept
 
+    def _content_grad(self, n, f, box):
+        """∂/∂f of ``_content_part``."""
+        wl = self.content_w[self.content_layers.index(n)]
+        return (2 * wl / self.content_energy[n].clamp_min(1e-12)) * (
+            f.detach().float() - _crop(self.content_targets[n], box).float())
+
     def _content_part(self, n, f, box):
         wl = self.content_w[self.content_layers.index(n)]
         return wl * (f.float() - _crop(self.content_targets[n], box).float()).pow(2).sum() \
@@ -272,37 +278,45 @@ class TiledObjective:
                 if xt is None:
                     xt = src[..., t.ty0:t.ty1, t.tx0:t.tx1].detach().clone().requires_grad_(True)
                     feats = self.net.segment(xt, st.start, st.stop, want)
-                surrogate = xt.new_zeros((), dtype=torch.float32)
+                outs, grads = [], []    # each wanted map's interior and its gradient
                 for n in want:
                     if n not in feats:      # not asked for in the statistics pass
                         continue
                     f, box = interior(feats[n], t, self.strides[n] // st.scale
                                       if n in self.strides else st.geom.stride)
+                    g = 0.0
                     if n in self.content_layers:
-                        surrogate = surrogate + self.content_weight * self._content_part(n, f,
-                                                                                         box)
+                        g = g + self.content_weight * self._content_grad(n, f, box)
                     if n in self.style_layers:
-                        surrogate = surrogate + self._style_part(n, f, box, lmasks, dgram,
-                                                                 dmean, hw)
+                        g = g + self._style_grad(n, f, box, lmasks, dgram, dmean, hw)
                     if g_out is not None and n == st.names[-1]:
-                        surrogate = surrogate + (_crop(g_out, box) * f.float()).sum()
-                if surrogate.requires_grad:
-                    surrogate.backward()
+                        g = g + _crop(g_out, box)
+                    if torch.is_tensor(g):
+                        outs.append(f)
+                        grads.append(g.to(f.dtype))
+                if outs:
+                    torch.autograd.backward(outs, grads)
                     g_in[..., t.ty0:t.ty1, t.tx0:t.tx1] += xt.grad.float()
                 del feats, xt
             g_out = g_in
             kept[k] = None
         return g_out
 
-    def _style_part(self, n, f, box, lmasks, dgram, dmean, hw):
-        out = 0.0
+    def _style_grad(self, n, f, box, lmasks, dgram, dmean, hw):
+        """∂/∂f of Σ_regions style_weight (⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩) / norm, written
+        out: G_tile = Σ (m f)(m f)ᵀ gives m ⊙ (D + Dᵀ)(m f), μ_tile = Σ m² f gives m² ∂L/∂μ.
+        One matrix product per region, where autograd through the Gram matrix takes three."""
+        out, x = 0.0, f.detach().float()
         for k, lm in enumerate(lmasks):
-            g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
+            m = None if lm is None else _crop(lm[n], box).float()
             norm = _norm(lm and lm[n], full_hw(*hw, self.strides[n]))
-            inner = (dgram[k][n] * g).sum()
+            d = dgram[k][n]
+            g = _channel_product(x if m is None else x * m, d + d.transpose(-1, -2))
+            if m is not None:
+                g = g * m
             if dmean[k][n] is not None:     # w2: the mean counts too
-                inner = inner + (dmean[k][n] * mu).sum()
-            out = out + self.style_weight * inner / norm
+                g = g + dmean[k][n][..., None, None] * (1.0 if m is None else m * m)
+            out = out + g * (self.style_weight / norm)
         return out
 
 
@@ -331,6 +345,14 @@ def _sums(f, mask):
     if mask is None:
         return g, flat.sum(-1)
     return g, (f * mask.float()).reshape(n, c, -1).sum(-1)
+
+
+def _channel_product(x, s):
+    """(N, C, H, W) x (N, C, C) -> (N, C, H, W): every position's feature vector times ``s``
+    (symmetric), as one (positions, C) x (C, C) product."""
+    n, c, h, w = x.shape
+    y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * w, c), s)
+    return y.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def _norm(layer_mask, hw):
