@@ -70,12 +70,12 @@ def step_flops(hw_text):
     return estimate.step_flops("vgg19", "relu5_1", (h, w))
 
 
-def exactness(size, args):
-    """Relative difference of the tiled objective's loss and gradient from the untiled one at
-    ``size``, with the default layers and tiles of a quarter of the long side."""
+def objective_args(args, size):
+    """(network, the Objective's arguments, image size): the default objective for
+    ``args.content`` and ``args.style`` at ``size``."""
     import torch
-    from impasto import Config, image as imageio, tasks, tiled
-    from impasto.losses import Objective, Region
+    from impasto import Config, image as imageio, tasks
+    from impasto.losses import Region
     cfg = Config(precision=args.precision).with_model_layers()
     content = imageio.to_tensor(imageio.load(args.content, long_side=size))
     hw = imageio.fit_size(*content.shape[-2:], size)
@@ -87,6 +87,16 @@ def exactness(size, args):
               content_layers=cfg.content_layers, style_layers=cfg.style_layers,
               style_stat=cfg.style_loss, content_weight=cfg.content_weight,
               style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+    return net, kw, hw
+
+
+def exactness(size, args):
+    """Relative difference of the tiled objective's loss and gradient from the untiled one at
+    ``size``, with the default layers and tiles of a quarter of the long side."""
+    import torch
+    from impasto import tiled
+    from impasto.losses import Objective
+    net, kw, hw = objective_args(args, size)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
     out = []
     for obj in (Objective(net, **kw), tiled.TiledObjective(net, tile=size // 4, **kw)):

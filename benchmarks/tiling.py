@@ -26,21 +26,11 @@ WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).
 def one(args):
     """Time one configuration in this process; print a JSON line."""
     import torch
-    from impasto import Config, image as imageio, tasks, tiled
-    from impasto.losses import Objective, Region
+    from impasto import tiled
+    from impasto.losses import Objective
+    from large import objective_args
     torch.manual_seed(0)
-    cfg = Config(precision=args.precision).with_model_layers()
-    content = imageio.to_tensor(imageio.load(args.content, long_side=args.size))
-    hw = imageio.fit_size(*content.shape[-2:], args.size)
-    content = imageio.resize(content, hw)
-    style = imageio.resize_long(imageio.to_tensor(imageio.load(args.style,
-                                                               long_side=args.size)), args.size)
-    net, _ = tasks.get_backbone(cfg, cfg.content_layers + cfg.style_layers, torch.device("cpu"),
-                                args.precision)
-    kw = dict(content=content, regions=[Region(None, [style])],
-              content_layers=cfg.content_layers, style_layers=cfg.style_layers,
-              style_stat=cfg.style_loss, content_weight=cfg.content_weight,
-              style_weight=cfg.style_weight, tv_weight=cfg.tv_weight, tv_norm=cfg.tv_norm)
+    net, kw, hw = objective_args(args, args.size)
     obj = Objective(net, **kw) if args.one == "untiled" else tiled.TiledObjective(
         net, tile=int(args.one.split(":")[0]), keep_from=int(args.one.split(":")[1]), **kw)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
