@@ -78,12 +78,14 @@ def stages(model: str, layers) -> list[Stage]:
     return out
 
 
-def elements(stage: Stage, side: int) -> float:
-    """The activations of ``stage`` on a square window of ``side`` input-map pixels."""
+def elements(stage: Stage, side: int, width: int | None = None) -> float:
+    """The activations of ``stage`` on a window of ``side`` x ``width`` input-map pixels
+    (square without ``width``)."""
+    width = side if width is None else width
     total, s = 0.0, 1
     for n, c in zip(stage.names, stage.channels):
         s *= 2 if n.startswith("pool") else 1
-        total += c * (side // s) ** 2
+        total += c * (side // s) * (width // s)
     return total
 
 
@@ -143,11 +145,7 @@ def graph_elements(model: str, layers, hw, tile: int, keep_from: int) -> float:
     sts = stages(model, layers)
     total = 0.0
     for st, (_, ts) in list(zip(sts, _stage_windows(sts, hw, tile)))[keep_from:]:
-        for u in ts:
-            s = 1
-            for n, c in zip(st.names, st.channels):
-                s *= 2 if n.startswith("pool") else 1
-                total += c * ((u.ty1 - u.ty0) // s) * ((u.tx1 - u.tx0) // s)
+        total += sum(elements(st, u.ty1 - u.ty0, u.tx1 - u.tx0) for u in ts)
     return total
 
 

@@ -38,7 +38,6 @@ from .tile_geometry import full_hw, interior, stage_tiles, stages, tiles
 from .losses import StyleTarget, _normalised, temporal_loss, tv_loss
 
 
-# ----------------------------------------------------------------------------- geometry
 # ----------------------------------------------------------------------------- the objective
 class TiledObjective:
     """The same objective as ``losses.Objective`` (same arguments, same terms), evaluated in
