@@ -200,6 +200,32 @@ def test_the_stages_keep_their_graphs_where_the_budget_leaves_room():
     assert factors == sorted(factors) and factors[0] < 1.15 < 1.4 < factors[-1]
 
 
+def test_freed_memory_is_reused_where_the_budget_has_room_for_it():
+    """Reuse keeps the steps' holes in the heap (estimate.REUSE_FACTOR of their activations):
+    "auto" takes it only where that fits after the tiles and the history, so it never costs a
+    smaller tile or a shorter history; "on" forces it and counts it, "off" never."""
+    from impasto import estimate
+
+    def reuse_plan(budget, reuse, sides=(1024, 2048, 4096)):
+        return estimate.plan_memory("vgg19", LAYERS, DEEP["content_layers"],
+                                    [(s, 10) for s in sides], (3072, 4096), "fp32", budget,
+                                    100, reuse=reuse)
+    assert reuse_plan(None, "auto")["reuse"] == [True] * 3
+    assert reuse_plan(None, "off")["reuse"] == [False] * 3
+    for budget in (3 * GIB, 6 * GIB):            # tiles fill the budget at 4096 px
+        tight = reuse_plan(budget, "auto")
+        without = reuse_plan(budget, "off")
+        assert tight["reuse"][0] and not tight["reuse"][2]
+        assert (tight["tiles"], tight["keep"], tight["history"]) == (
+            without["tiles"], without["keep"], without["history"])
+        assert without["peak_bytes"] <= tight["peak_bytes"] <= budget
+    roomy = reuse_plan(40 * GIB, "auto", sides=(2048,))
+    assert roomy["reuse"] == [True] and roomy["tiles"] == [None]
+    assert roomy["peak_bytes"] > reuse_plan(40 * GIB, "off", sides=(2048,))["peak_bytes"]
+    forced = reuse_plan(6 * GIB, "on")
+    assert forced["reuse"] == [True] * 3 and forced["peak_bytes"] > 6 * GIB
+
+
 def test_a_forced_tile_applies_to_every_scale_larger_than_it():
     assert plan(None, sides=(256, 512, 1024), tile=512)["tiles"] == [None, None, 512]
 

@@ -1,16 +1,27 @@
 """The C heap under torch's CPU tensors (glibc's malloc; elsewhere this does nothing)."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import threading
+
+# mallopt's parameters and glibc's defaults: how many blocks malloc may map on their own, and
+# how much free memory at the heap's top it keeps rather than hands back
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
+KEEP_TOP = 2**31 - 1        # mallopt takes a C int
+
+_lock = threading.Lock()
+_reusing = 0                # how many runs in this process keep freed memory
 
 
 @functools.lru_cache(maxsize=1)
 def _libc():
     try:
         lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return lib if hasattr(lib, "malloc_trim") else None
+        return lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
     except OSError:
         return None
 
@@ -18,7 +29,48 @@ def _libc():
 def release_memory() -> None:
     """Hand the heap's free memory back to the system (malloc_trim). The tiles' tensors are
     freed and allocated again all the time, and glibc keeps what was freed: at 2048x1536 the
-    RSS after the targets was 0.87 GiB without it, 0.45 GiB with it."""
+    RSS after the targets was 0.87 GiB without it, 0.45 GiB with it. Does nothing while a run
+    keeps its freed memory (``reusing_freed_memory``)."""
     lib = _libc()
-    if lib is not None:
+    if lib is not None and not _reusing:
         lib.malloc_trim(0)
+
+
+def can_reuse() -> bool:
+    """Whether this process's allocator can keep freed memory for reuse (glibc)."""
+    return _libc() is not None
+
+
+@contextlib.contextmanager
+def reusing_freed_memory(on: bool = True):
+    """Within: every block torch frees stays in malloc's heap for the next one.
+
+    glibc maps each block over 32 MiB on its own and unmaps it when it is freed, so at every
+    step a large image's feature maps come back as fresh pages the kernel faults in and zeroes
+    one by one (a 2048x1536 evaluation took 6.7 million page faults). With mmap off
+    (``M_MMAP_MAX`` 0) the blocks come from the heap and are reused. Measured on a Zen 3, one
+    evaluation of the default objective: 13.7 s -> 11.6-12.8 s at 1024x768 and 65.0 s -> 51.8 s
+    at 2048x1536, for 15% and 40% more peak memory (the heap keeps its holes); the memory
+    plan counts that (``estimate.REUSE_FACTOR``) and only reuses where the budget has room. On
+    the way in and out, the heap's free memory is handed back, so what the targets left behind
+    is not kept through the steps, nor the steps' heap after them."""
+    global _reusing
+    lib = _libc()
+    if not on or lib is None:
+        yield
+        return
+    with _lock:
+        if _reusing == 0:
+            lib.malloc_trim(0)
+            lib.mallopt(M_MMAP_MAX, 0)
+            lib.mallopt(M_TRIM_THRESHOLD, KEEP_TOP)
+        _reusing += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _reusing -= 1
+            if _reusing == 0:
+                lib.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+                lib.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                lib.malloc_trim(0)

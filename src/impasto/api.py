@@ -68,6 +68,7 @@ class PlanEvent:
     deep_style_scale: Optional[float] = None  # set when a --time budget lowered it
     kept_from: list = field(default_factory=list)  # per tiled scale: the first layer whose
     # tiles' graphs are kept from the statistics pass (not recomputed), or None
+    reuse: list = field(default_factory=list)  # per scale: whether its steps keep freed memory
     kind: str = "plan"
 
 
@@ -301,7 +302,7 @@ class Job:
                            info.get("available_bytes"), self.reads(), info.get("tiles", []),
                            info.get("history", 0), info.get("budget_bytes"),
                            info.get("step_seconds", []), info.get("deep_style_scale"),
-                           info.get("kept_from", [])))
+                           info.get("kept_from", []), info.get("reuse", [])))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,

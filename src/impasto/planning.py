@@ -90,12 +90,14 @@ def plan_memory(cfg: Config, layers, content_layers, plan, aspect_hw, precision,
         budget = None if free is None else 0.9 * free
     history = cfg.history_size if cfg.optimizer == "lbfgs" else 0
     if not layers:
-        return {"tiles": [None] * len(plan), "keep": [None] * len(plan), "history": history,
+        return {"tiles": [None] * len(plan), "keep": [None] * len(plan),
+                "reuse": [False] * len(plan), "history": history,
                 "peak_bytes": 0.0,
                 "budget_bytes": budget}
     memory = estimate.plan_memory(cfg.model, layers, content_layers, plan, aspect_hw, precision,
                                   budget, history, cfg.tile, style_hws,
-                                  largest=estimate.CPU_TILE if device.type == "cpu" else None)
+                                  largest=estimate.CPU_TILE if device.type == "cpu" else None,
+                                  reuse=cfg.reuse_memory if device.type == "cpu" else "off")
     if cfg.optimizer != "lbfgs":
         memory["history"] = cfg.history_size
     return {**memory, "budget_bytes": budget}

@@ -20,6 +20,7 @@ from .losses import Objective
 from .optimize import Outcome, Settings, minimise
 from .planning import (deep_copy_side, deep_style_layers, plan_memory, setup_costs,  # noqa: F401
                        step_costs, style_region, time_plan)
+from .allocator import reusing_freed_memory
 from .tiled import TiledObjective
 
 
@@ -314,6 +315,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                  "precision": precision, "device": str(device),
                  "available_bytes": estimate.available_bytes(device), **info,
                  "tiles": memory["tiles"], "kept_from": _kept_from(cfg.model, layers, memory),
+                 "reuse": memory["reuse"],
                  "history": memory["history"],
                  "budget_bytes": memory["budget_bytes"], "deep_style_scale": lowered})
     t_ready = time.perf_counter()
@@ -366,11 +368,12 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         curvature = None
         if outcomes and outcomes[-1].curvature > 0:
             curvature = outcomes[-1].curvature * hw[0] * hw[1] / prev_pixels
-        outcome = minimise(x.to(device), objective, settings, term_names=objective.terms,
-                           callback=_at_scale(callback, k, side), step_offset=done,
-                           total_steps=sum(n for _, n in plan),
-                           start=start, should_stop=should_stop,
-                           deadline=deadline, curvature=curvature)
+        with reusing_freed_memory(memory["reuse"][k]):
+            outcome = minimise(x.to(device), objective, settings, term_names=objective.terms,
+                               callback=_at_scale(callback, k, side), step_offset=done,
+                               total_steps=sum(n for _, n in plan),
+                               start=start, should_stop=should_stop,
+                               deadline=deadline, curvature=curvature)
         prev_pixels = hw[0] * hw[1]
         for h in outcome.history:
             h["side"] = side
@@ -389,7 +392,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     timings = {"setup_s": round(t_ready - t0, 3), "optimise_s": round(t_end - t_ready, 3),
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
-                  [list(p) for p in plan], {k: memory[k] for k in ("tiles", "keep", "history")})
+                  [list(p) for p in plan], {k: memory[k] for k in ("tiles", "keep", "reuse", "history")})
 
 
 def _kept_from(model, layers, memory) -> list:

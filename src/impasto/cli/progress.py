@@ -78,9 +78,10 @@ def print_plan(plan, show_reads=False, stream=None):
             f"estimated peak memory {plan.peak_bytes / 2**30:.1f} GiB")
     if any(tiles) or (plan.budget_bytes and plan.history and plan.history < 100):
         line += (f" within the {plan.budget_bytes / 2**30:.1f} GiB budget (L-BFGS history "
-                 f"{plan.history})")
+                 f"{plan.history}" + (", freed memory reused" if any(plan.reuse) else "") + ")")
     if plan.seconds:
         line += f", time {duration(plan.seconds)}"
+
     if len(plan.schedule) > 1 and plan.schedule[-1][1] == 0:
         line += ("; the budget affords no steps at full size: the last scale's picture is "
                  "enlarged")
