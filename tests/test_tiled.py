@@ -212,7 +212,7 @@ def test_freed_memory_is_reused_where_the_budget_has_room_for_it():
                                     100, reuse=reuse)
     assert reuse_plan(None, "auto")["reuse"] == [True] * 3
     assert reuse_plan(None, "off")["reuse"] == [False] * 3
-    for budget in (3 * GIB, 6 * GIB):            # tiles fill the budget at 4096 px
+    for budget in (6 * GIB, 8 * GIB):            # tiles fill the budget at 4096 px
         tight = reuse_plan(budget, "auto")
         without = reuse_plan(budget, "off")
         assert tight["reuse"][0] and not tight["reuse"][2]
