@@ -29,6 +29,7 @@ def test_release_memory_hands_freed_heap_blocks_back():
 
 MIB = 2**20
 PASS = (48, 48, 24, 24, 12, 12, 6)     # MiB: a network pass's maps, alive together, then freed
+PAGES = sum(PASS) * MIB / 4096
 
 
 def faults_of_a_pass() -> int:
@@ -41,14 +42,11 @@ def faults_of_a_pass() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 
-PAGES = sum(PASS) * MIB / 4096
+# Page faults depend on the heap's state before the count: what earlier tests in the same
+# process left in it decides whether a freed block is reused. So each check below runs in a
+# fresh interpreter of its own (``in_fresh_process``).
 
-
-def test_reusing_freed_memory_serves_a_pass_again_without_page_faults():
-    """Outside, each large block is mapped on its own and unmapped when freed: the next pass
-    faults in most pages again. Within, after one pass the blocks come back from the heap.
-    (Same-size blocks freed one at a time do not: torch's posix_memalign asks glibc for a
-    little more than the block, so a lone freed block may not fit the next request.)"""
+def check_reuse_serves_a_pass_again_without_page_faults():
     faults_of_a_pass()
     assert faults_of_a_pass() > 0.4 * PAGES
     with allocator.reusing_freed_memory():
@@ -58,7 +56,7 @@ def test_reusing_freed_memory_serves_a_pass_again_without_page_faults():
     assert faults_of_a_pass() > 0.4 * PAGES             # and back to mapping them after
 
 
-def test_reuse_nests_and_off_does_nothing():
+def check_reuse_nests_and_off_does_nothing():
     with allocator.reusing_freed_memory():
         with allocator.reusing_freed_memory():
             faults_of_a_pass(), faults_of_a_pass()
@@ -68,8 +66,35 @@ def test_reuse_nests_and_off_does_nothing():
         assert faults_of_a_pass() > 0.4 * PAGES
 
 
-def test_release_memory_keeps_the_heap_while_a_run_reuses_it():
+def check_release_memory_keeps_the_heap_while_a_run_reuses_it():
     with allocator.reusing_freed_memory():
         faults_of_a_pass(), faults_of_a_pass()
         allocator.release_memory()                      # what a tiled evaluation calls at its end
         assert faults_of_a_pass() < 0.15 * PAGES
+
+
+def in_fresh_process(check) -> None:
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    code = f"import test_allocator as t; t.torch.set_num_threads(1); t.{check.__name__}()"
+    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__),
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_reusing_freed_memory_serves_a_pass_again_without_page_faults():
+    """Outside, each large block is mapped on its own and unmapped when freed: the next pass
+    faults in most pages again. Within, after one pass the blocks come back from the heap.
+    (Same-size blocks freed one at a time do not: torch's posix_memalign asks glibc for a
+    little more than the block, so a lone freed block may not fit the next request.)"""
+    in_fresh_process(check_reuse_serves_a_pass_again_without_page_faults)
+
+
+def test_reuse_nests_and_off_does_nothing():
+    in_fresh_process(check_reuse_nests_and_off_does_nothing)
+
+
+def test_release_memory_keeps_the_heap_while_a_run_reuses_it():
+    in_fresh_process(check_release_memory_keeps_the_heap_while_a_run_reuses_it)
