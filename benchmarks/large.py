@@ -6,7 +6,8 @@ Each row is the real CLI in its own process (peak RSS of that process alone), ne
 estimate impasto prints before it starts, so the memory model can be checked too. s/step is the
 median over the steps at full size; "of calibrated" is the share of the machine's VGG19 rate
 (forward + input gradient to relu5_1, measured in this run by benchmarks/speed.py's
-calibration) that one step reaches, counting the FLOPs of one untiled step (a tiled step
+calibration, taken both with glibc's defaults and with freed memory reused, and the share
+against the one that matches the runs' --reuse-memory) that one step reaches, counting the FLOPs of one untiled step (a tiled step
 computes more: the extra forward pass for the global statistics, about a third, and its
 stages' small margins).
 
@@ -37,6 +38,8 @@ def run(size, scales, steps, args, out_dir, budget=None):
         cmd += ["--scales", str(scales)]
     if budget:
         cmd += ["--max-memory", budget]
+    if args.reuse_memory:
+        cmd += ["--reuse-memory", args.reuse_memory]
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -74,15 +77,16 @@ def objective_args(args, size):
     """(network, the Objective's arguments, image size): the default objective for
     ``args.content`` and ``args.style`` at ``size``."""
     import torch
-    from impasto import Config, image as imageio, tasks
+    from impasto import Config, image as imageio, precision as precisions, tasks
     from impasto.losses import Region
-    cfg = Config(precision=args.precision).with_model_layers()
+    resolved = precisions.resolve(args.precision, torch.device("cpu"))
+    cfg = Config(precision=resolved).with_model_layers()
     content = imageio.to_tensor(imageio.load(args.content, long_side=size))
     hw = imageio.fit_size(*content.shape[-2:], size)
     content = imageio.resize(content, hw)
     style = imageio.resize_long(imageio.to_tensor(imageio.load(args.style, long_side=size)), size)
     net, _ = tasks.get_backbone(cfg, cfg.content_layers + cfg.style_layers, torch.device("cpu"),
-                                args.precision)
+                                resolved)
     kw = dict(content=content, regions=[Region(None, [style])],
               content_layers=cfg.content_layers, style_layers=cfg.style_layers,
               style_stat=cfg.style_loss, content_weight=cfg.content_weight,
@@ -118,13 +122,20 @@ def main(argv=None):
     p.add_argument("--exact-size", type=int, default=1024)
     p.add_argument("--precision", default="auto")
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--reuse-memory", choices=("auto", "on", "off"), default=None,
+                   help="passed to every run (default: impasto's own)")
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from speed import calibrate
-    from impasto import precision as precisions
+    from impasto import allocator, precision as precisions
     import torch
+    allocator.one_arena()       # as a run does (it changes nothing outside reusing_freed_memory)
     resolved = precisions.resolve(args.precision, torch.device("cpu"))
-    calib = calibrate((384, 512), precisions=(resolved,))[resolved]
+    calib_mapped = calibrate((384, 512), precisions=(resolved,))[resolved]
+    with allocator.reusing_freed_memory():
+        calib_reused = calibrate((384, 512), precisions=(resolved,))[resolved]
+    # the share is taken against the calibration under the runs' own allocator settings
+    calib = calib_mapped if args.reuse_memory == "off" else calib_reused
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",") if s):
@@ -136,8 +147,11 @@ def main(argv=None):
             rows.append(run(int(size), 1, args.steps, args, Path(tmp), budget))
             print(f"done {size} tiled {budget}", file=sys.stderr, flush=True)
     loss_err, grad_err, hw = exactness(args.exact_size, args)
-    lines = [f"{args.steps} steps each; {args.content} / {args.style}; {resolved}; calibrated "
-             f"VGG19 rate {calib / 1e9:.1f} GFLOP/s (512x384)", "",
+    lines = [f"{args.steps} steps each; {args.content} / {args.style}; {resolved}; "
+             f"--reuse-memory {args.reuse_memory or 'default'}; calibrated VGG19 rate (512x384) "
+             f"{calib_mapped / 1e9:.1f} GFLOP/s with glibc's defaults, {calib_reused / 1e9:.1f} "
+             "with freed memory reused; the share below is against the "
+             f"{'first' if calib is calib_mapped else 'second'}", "",
              "| output | mode | schedule (steps@px) | wall s | s/step at full size | "
              "of calibrated | peak RSS MiB | estimated peak |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

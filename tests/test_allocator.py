@@ -46,31 +46,64 @@ def faults_of_a_pass() -> int:
 # process left in it decides whether a freed block is reused. So each check below runs in a
 # fresh interpreter of its own (``in_fresh_process``).
 
+REUSED, MAPPED = 0.3, 0.4        # of a pass's pages faulted in: reused below, mapped above
+
+
 def check_reuse_serves_a_pass_again_without_page_faults():
     faults_of_a_pass()
-    assert faults_of_a_pass() > 0.4 * PAGES
+    assert faults_of_a_pass() > MAPPED * PAGES
     with allocator.reusing_freed_memory():
         faults_of_a_pass(), faults_of_a_pass()          # the heap grows
-        assert max(faults_of_a_pass() for _ in range(3)) < 0.15 * PAGES
-    faults_of_a_pass()
-    assert faults_of_a_pass() > 0.4 * PAGES             # and back to mapping them after
+        assert max(faults_of_a_pass() for _ in range(3)) < REUSED * PAGES
+        inside = rss_bytes()
+    assert rss_bytes() < inside - 0.5 * sum(PASS) * MIB   # the heap handed back on the way out
 
 
 def check_reuse_nests_and_off_does_nothing():
+    with allocator.reusing_freed_memory(False):
+        faults_of_a_pass()
+        assert faults_of_a_pass() > MAPPED * PAGES
     with allocator.reusing_freed_memory():
         with allocator.reusing_freed_memory():
             faults_of_a_pass(), faults_of_a_pass()
-        assert faults_of_a_pass() < 0.15 * PAGES        # the outer one still reuses
-    with allocator.reusing_freed_memory(False):
-        faults_of_a_pass()
-        assert faults_of_a_pass() > 0.4 * PAGES
+        assert faults_of_a_pass() < REUSED * PAGES      # the outer one still reuses
 
 
 def check_release_memory_keeps_the_heap_while_a_run_reuses_it():
     with allocator.reusing_freed_memory():
         faults_of_a_pass(), faults_of_a_pass()
         allocator.release_memory()                      # what a tiled evaluation calls at its end
-        assert faults_of_a_pass() < 0.15 * PAGES
+        assert faults_of_a_pass() < REUSED * PAGES
+
+
+def faults_of_a_pass_in_a_thread(scale: int = 2) -> int:
+    """The same pass in a thread of its own (as torch's worker threads allocate), its blocks
+    ``scale`` times larger (above the 64 MiB heaps glibc gives other threads)."""
+    import threading
+    out = []
+    def work():
+        import resource
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        maps = [torch.empty(scale * mb * MIB // 4).fill_(1.0) for mb in PASS]
+        del maps
+        out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    return out[0]
+
+
+def check_other_threads_reuse_only_from_one_arena():
+    with allocator.reusing_freed_memory():
+        faults_of_a_pass_in_a_thread(), faults_of_a_pass_in_a_thread()
+        assert faults_of_a_pass_in_a_thread() > MAPPED * 2 * PAGES   # mapped on their own
+
+
+def check_one_arena_lets_other_threads_reuse():
+    allocator.one_arena()
+    with allocator.reusing_freed_memory():
+        faults_of_a_pass_in_a_thread(), faults_of_a_pass_in_a_thread()
+        assert faults_of_a_pass_in_a_thread() < REUSED * 2 * PAGES
 
 
 def in_fresh_process(check) -> None:
@@ -98,3 +131,10 @@ def test_reuse_nests_and_off_does_nothing():
 
 def test_release_memory_keeps_the_heap_while_a_run_reuses_it():
     in_fresh_process(check_release_memory_keeps_the_heap_while_a_run_reuses_it)
+
+
+def test_threads_blocks_are_reused_once_every_thread_shares_one_heap():
+    """Without one_arena a new thread's large blocks are mapped on their own even within
+    reusing_freed_memory; with it they come back from the heap like the main thread's."""
+    in_fresh_process(check_other_threads_reuse_only_from_one_arena)
+    in_fresh_process(check_one_arena_lets_other_threads_reuse)

@@ -20,7 +20,7 @@ from .losses import Objective
 from .optimize import Outcome, Settings, minimise
 from .planning import (deep_copy_side, deep_style_layers, plan_memory, setup_costs,  # noqa: F401
                        step_costs, style_region, time_plan)
-from .allocator import reusing_freed_memory
+from .allocator import one_arena, reusing_freed_memory
 from .tiled import TiledObjective
 
 
@@ -236,6 +236,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                         f"{len(styles)} style images: give one weight per style image")
     device = resolve_device(cfg.device)
     precision = precisions.resolve(cfg.precision, device)
+    if device.type == "cpu" and cfg.reuse_memory != "off":
+        one_arena()             # before torch's worker threads first allocate
     torch.manual_seed(cfg.seed)
 
     content_src, region_srcs, chroma_src = _prepare(cfg, content, styles, regions)
