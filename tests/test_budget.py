@@ -56,6 +56,17 @@ def test_a_short_budget_skips_the_finest_scale_rather_than_take_one_step_there()
     assert budget.plan_steps(costs, 0.5, 10_000) == [1, 0, 0]    # at worst the coarsest
 
 
+def test_a_budget_that_leaves_the_finest_scale_a_few_steps_gives_them_to_the_coarser():
+    """25 s at step costs 0.25, 1 and 4 s: the 1.5:1 split would leave the finest scale 2 steps
+    beyond its warm-up, fewer than MIN_FINEST_STEPS; they go to the coarser scales."""
+    costs = [0.25, 1.0, 4.0]
+    assert budget.MIN_FINEST_STEPS > 2
+    counts = budget.plan_steps(costs, 25.0, ceiling=10_000)
+    assert counts[-1] == 0 and counts[1] > 5
+    assert 22.0 <= budget.plan_seconds(costs, counts) <= 25.0
+    assert budget.plan_steps(costs, 40.0, 10_000)[-1] == budget.MIN_FINEST_STEPS
+
+
 def test_a_run_without_time_for_its_finest_scale_ends_its_coarser_one_at_the_deadline(
         monkeypatch, content_image, style_image):
     """A machine slow enough (a low measured rate) that the finest of two scales has time for
