@@ -63,12 +63,13 @@ def reusing_freed_memory(on: bool = True):
     glibc maps each block over 32 MiB on its own and unmaps it when it is freed, so at every
     step a large image's feature maps come back as fresh pages the kernel faults in and zeroes
     one by one (a 2048x1536 evaluation took 6.7 million page faults). With mmap off
-    (``M_MMAP_MAX`` 0) the blocks come from the heap and are reused. Measured on a Zen 3, one
-    evaluation of the default objective: 13.7 s -> 11.6-12.8 s at 1024x768 and 65.0 s -> 51.8 s
-    at 2048x1536, for 15% and 40% more peak memory (the heap keeps its holes); the memory
-    plan counts that (``estimate.REUSE_FACTOR``) and only reuses where the budget has room. On
-    the way in and out, the heap's free memory is handed back, so what the targets left behind
-    is not kept through the steps, nor the steps' heap after them."""
+    (``M_MMAP_MAX`` 0) the blocks come from the heap and are reused (and with ``one_arena``,
+    the worker threads' blocks too). Measured on a Zen 3 with benchmarks/large.py, s/step of
+    the default coarse-to-fine run: 12.4 -> 10.3 s at 1024x768, 63.6 -> 44.7 s at 2048x1536,
+    for up to a third more peak memory (the heap keeps its holes); the memory plan counts
+    that (``estimate.REUSE_FACTOR``) and only reuses where the budget has room. On the way in
+    and out, the heap's free memory is handed back, so what the targets left behind is not
+    kept through the steps, nor the steps' heap after them."""
     global _reusing
     lib = _libc()
     if not on or lib is None:

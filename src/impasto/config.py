@@ -139,9 +139,9 @@ class Config:
         "tile (default: only where --max-memory needs it)", metavar="PX")
     reuse_memory: str = _opt(
         "auto", "keep the memory freed during a step in the C heap for the next step instead "
-        "of handing it back to the system (CPUs with glibc, i.e. Linux): steps 10-20% faster "
-        "at 1024-2048 px for up to 40% more peak memory; auto: at the scales where the memory "
-        "budget has room for it", choices=("auto", "on", "off"))
+        "of handing it back to the system (CPUs with glibc, i.e. Linux): steps 15-30% faster "
+        "at 1024-2048 px for up to a third more peak memory; auto: at the scales where the "
+        "memory budget has room for it", choices=("auto", "on", "off"))
     # --- video (Ruder, Dosovitskiy & Brox 2016)
     temporal: bool = _opt(True, "temporal consistency: each frame after the first starts from "
                           "the previous result warped by optical flow and is kept close to it "
