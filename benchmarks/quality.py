@@ -147,6 +147,17 @@ EVALUATORS = [
 ]
 
 
+def in_folder(output: str, folder: Path) -> Path:
+    """A kept row's image, found in the pair's ``folder`` (a relative path in rows.json is
+    relative to where that run was started, which need not be here)."""
+    path = Path(output)
+    if path.is_file():
+        return path.resolve()
+    parts = path.parts
+    return folder.joinpath(*parts[parts.index(folder.name) + 1:]) if folder.name in parts \
+        else path
+
+
 def reach(rows: list, tool: str, target: float, key: str = "loss"):
     """The first row of ``tool`` in wall time whose ``key`` loss is at most ``target``, or
     None."""
@@ -353,7 +364,8 @@ def main(argv=None) -> None:
         kept = []
         if args.keep_pastiche and (folder / "rows.json").is_file():
             saved = json.loads((folder / "rows.json").read_text())
-            kept = [{**r, "kept": r.get("kept", saved.get("machine", "?"))}
+            kept = [{**r, "kept": r.get("kept", saved.get("machine", "?")),
+                     "output": str(in_folder(r["output"], folder))}
                     for r in saved["rows"] if r["tool"] == "pastiche"]
             log(f"  pastiche: {len(kept)} rows kept from {folder / 'rows.json'} "
                 f"({saved.get('machine', '?')})")

@@ -394,7 +394,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     timings = {"setup_s": round(t_ready - t0, 3), "optimise_s": round(t_end - t_ready, 3),
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
-                  [list(p) for p in plan], {k: memory[k] for k in ("tiles", "keep", "reuse", "history")})
+                  [list(p) for p in plan],
+                  {k: memory[k] for k in ("tiles", "keep", "reuse", "history")})
 
 
 def _kept_from(model, layers, memory) -> list:

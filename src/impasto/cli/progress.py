@@ -81,7 +81,6 @@ def print_plan(plan, show_reads=False, stream=None):
                  f"{plan.history}" + (", freed memory reused" if any(plan.reuse) else "") + ")")
     if plan.seconds:
         line += f", time {duration(plan.seconds)}"
-
     if len(plan.schedule) > 1 and plan.schedule[-1][1] == 0:
         line += ("; the budget affords no steps at full size: the last scale's picture is "
                  "enlarged")
