@@ -231,3 +231,34 @@ def test_a_step_is_priced_by_its_style_loss(monkeypatch, content_image, style_im
     gram, sw = step_seconds("gram"), step_seconds("sw")
     assert sw == pytest.approx([g * budget.LOSS_COST["sw"] for g in gram])
     assert budget.LOSS_COST["sw"] > 2 and 1 <= budget.LOSS_COST["w2"] < 1.2
+
+
+def test_a_budget_that_skips_the_finest_scale_affords_the_painting_only_where_it_runs():
+    """30 s at 512 px on a machine of 100 GFLOP/s: the budget gives 512 px no steps, so the
+    1536 px painting that scale would read (3x) is not paid for, and the scales that run keep
+    a larger enlargement than a choice over all three scales would leave them."""
+    import torch
+    from impasto import Config, backbones, planning, tasks
+    cfg = Config(size=512, time="30s").with_model_layers()
+    plan = tasks.schedule(cfg.size, cfg.steps, cfg.scales)
+    layers = cfg.content_layers + cfg.style_layers
+    deep_layers = tasks.deep_style_layers(cfg)
+    deepest = backbones.deepest(cfg.model, layers)
+    styles = [torch.zeros(1, 3, 600, 480)]
+    memory = {"tiles": [None] * len(plan), "keep": [None] * len(plan)}
+    rate = 1e11
+    run_cfg, deadline, costs, setup, steps = planning.budget_plan(
+        cfg, plan, (384, 512), layers, memory, styles, deep_layers, deepest, rate,
+        time.perf_counter())
+    over_all = budget.deep_scale(cfg.deep_style_scale, lambda s: planning.setup_costs(
+        cfg.replace(deep_style_scale=s), plan, styles, deep_layers, deepest, rate), 30.0)
+    assert len(steps) == len(plan) == 3 and steps[-1][1] == 0 and steps[0][1] > 0
+    assert over_all < run_cfg.deep_style_scale <= cfg.deep_style_scale
+    assert setup[-1] == 0.0 and len(costs) == 3
+    assert budget.plan_seconds(costs, [n for _, n in steps], setup) <= 30.0
+    # with time for every scale nothing changes: the scale chosen over all of them
+    slow = Config(size=512, time="10m").with_model_layers()
+    run_cfg, _, _, _, steps = planning.budget_plan(
+        slow, plan, (384, 512), layers, memory, styles, deep_layers, deepest, rate,
+        time.perf_counter())
+    assert steps[-1][1] > 0 and run_cfg.deep_style_scale == slow.deep_style_scale

@@ -46,6 +46,43 @@ def time_plan(cfg, plan, aspect_hw, layers, memory, throughput, began, setup):
     return deadline, costs, [(side, n) for (side, _), n in zip(plan, counts)]
 
 
+def budget_plan(cfg, plan, aspect_hw, layers, memory, styles, deep_layers, deepest,
+                throughput, began):
+    """What a ``--time`` budget buys: (cfg with the deep style scale it affords, deadline,
+    seconds per step and setup seconds at each scale, the plan of steps).
+
+    The deep style layers' enlarged paintings cost one forward pass per scale, and
+    ``budget.deep_scale`` keeps them within a fifth of the budget. When the budget then gives
+    the finest scale no steps (``budget.MIN_FINEST_STEPS``), that scale's painting, the
+    largest (1536 px at 3x for 512 px), is never read: the scale is chosen again over the
+    scales that run, and their steps planned again with it. (A 30 s budget at 512 px had
+    lowered it to 1x for a painting it never used, and Matisse's eye came back in the sky.)"""
+    from . import budget
+    seconds, asked = budget.parse_duration(cfg.time), cfg.deep_style_scale
+
+    def affordable(scales):
+        return cfg.replace(deep_style_scale=budget.deep_scale(asked, lambda s: setup_costs(
+            cfg.replace(deep_style_scale=s), scales, styles, deep_layers, deepest,
+            throughput), seconds))
+
+    def timed(run_cfg, scales):
+        setup = setup_costs(run_cfg, scales, styles, deep_layers, deepest, throughput)
+        return (setup, *time_plan(run_cfg, scales, aspect_hw, layers, memory, throughput,
+                                  began, setup))
+
+    run_cfg = affordable(plan)
+    setup, deadline, costs, steps = timed(run_cfg, plan)
+    k = sum(1 for _, n in steps if n > 0)
+    if k < len(plan) and run_cfg.deep_style_scale < asked:
+        again = affordable(plan[:k])
+        if again.deep_style_scale > run_cfg.deep_style_scale:
+            setup_k, deadline, costs_k, steps_k = timed(again, plan[:k])
+            run_cfg, setup = again, setup_k + [0.0] * (len(plan) - k)
+            costs = costs_k + costs[k:]
+            steps = steps_k + [(side, 0) for side, _ in plan[k:]]
+    return run_cfg, deadline, costs, setup, steps
+
+
 def setup_costs(cfg, plan, styles, deep_layers, deepest, throughput) -> list:
     """Seconds each scale spends on its deep layers' larger paintings (one forward pass each)
     before its first step; 0 where there are none."""

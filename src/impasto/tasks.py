@@ -18,8 +18,8 @@ from .config import INITS, Config
 from .errors import UserError
 from .losses import Objective
 from .optimize import Outcome, Settings, minimise
-from .planning import (deep_copy_side, deep_style_layers, plan_memory, setup_costs,  # noqa: F401
-                       step_costs, style_region, time_plan)
+from .planning import (budget_plan, deep_copy_side, deep_style_layers,  # noqa: F401
+                       plan_memory, setup_costs, step_costs, style_region, time_plan)
 from .allocator import one_arena, reusing_freed_memory
 from .tiled import TiledObjective
 
@@ -288,14 +288,10 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         side = min(192, plan[0][0])
         throughput = estimate.measure_throughput(net, deepest, device, side=side, repeats=1)
         asked = cfg.deep_style_scale    # a short budget affords a smaller enlarged painting
-        cfg = cfg.replace(deep_style_scale=budget.deep_scale(asked, lambda s: setup_costs(
-            cfg.replace(deep_style_scale=s), plan, all_styles, deep_layers, deepest,
-            throughput), budget.parse_duration(cfg.time)))
+        cfg, deadline, costs, setup, plan = budget_plan(
+            cfg, plan, aspect_src.shape[-2:], layers, memory, all_styles, deep_layers, deepest,
+            throughput, t0 if started is None else started)
         lowered = cfg.deep_style_scale if cfg.deep_style_scale < asked else None
-        setup = setup_costs(cfg, plan, all_styles, deep_layers, deepest, throughput)
-        deadline, costs, plan = time_plan(cfg, plan, aspect_src.shape[-2:], layers, memory,
-                                           throughput, t0 if started is None else started,
-                                           setup)
     if on_plan is not None and layers:
         from . import budget, estimate
         if throughput is None:      # what a step costs here: a quick measurement (~0.3 s)
