@@ -58,7 +58,7 @@ def run(size, scales, steps, args, out_dir, budget=None):
             "schedule": " + ".join(f"{n}@{s}" for s, n in rec["schedule"]),
             "wall": wall, "s_step": statistics.median(times) if times else float("nan"),
             "peak": peak_mib, "estimate": estimate.split("estimated peak memory ")[-1]
-            .split(",")[0].split(" -")[0], "hw": f"{rec_hw(out)}"}
+            .split(", time")[0].split(";")[0].split(" -")[0], "hw": f"{rec_hw(out)}"}
 
 
 def rec_hw(path):
