@@ -7,9 +7,9 @@ estimate impasto prints before it starts, so the memory model can be checked too
 median over the steps at full size; "of calibrated" is the share of the machine's VGG19 rate
 (forward + input gradient to relu5_1, measured in this run by benchmarks/speed.py's
 calibration, taken both with glibc's defaults and with freed memory reused, and the share
-against the one that matches the runs' --reuse-memory) that one step reaches, counting the FLOPs of one untiled step (a tiled step
-computes more: the extra forward pass for the global statistics, about a third, and its
-stages' small margins).
+against the one that matches the runs' --reuse-memory) that one step reaches, counting the
+FLOPs of one untiled step (a tiled step computes more: the extra forward pass for the global
+statistics, about a third, and its stages' small margins).
 
 The exactness line compares the tiled objective with the untiled one (loss and gradient) at
 --exact-size, the largest size where both fit.

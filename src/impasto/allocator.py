@@ -51,11 +51,6 @@ def one_arena() -> None:
         lib.mallopt(M_ARENA_MAX, 1)
 
 
-def can_reuse() -> bool:
-    """Whether this process's allocator can keep freed memory for reuse (glibc)."""
-    return _libc() is not None
-
-
 @contextlib.contextmanager
 def reusing_freed_memory(on: bool = True):
     """Within: every block torch frees stays in malloc's heap for the next one.

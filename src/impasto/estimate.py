@@ -178,7 +178,8 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
     smallest tile does not fit, naming --max-memory."""
     from .errors import UserError
     deepest = backbones.deepest(model, layers)
-    geom = tile_geometry.stages(model, layers)[0].geom if backbones.spec(model).is_vgg else None
+    first = tile_geometry.stages(model, layers)[0] if backbones.spec(model).is_vgg else None
+    geom = first.geom if first is not None else None
     full = max(side for side, _ in plan)
     hw_full = imageio.fit_size(*aspect_hw, full)
     hist = history
@@ -199,15 +200,15 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
     for side, _ in plan:
         hw = imageio.fit_size(*aspect_hw, side)
         act = BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest, hw)
-        untiled = targets = BASE_BYTES + act + history_bytes(hw, hist)
-        for shw in style_hws:       # the targets are computed before the steps, without reuse
+        steps = BASE_BYTES + act + history_bytes(hw, hist)      # untiled
+        targets = steps     # computed before the steps (without reuse), each style image's
+        for shw in style_hws:
             targets = max(targets, BASE_BYTES + value_bytes * activation_elements(
                 model, deepest, imageio.fit_size(*shw, round(max(shw) * side / full))))
-        untiled = max(untiled, targets)
         chosen = None
         if tile is not None and max(hw) > tile:
             chosen = tile
-        elif budget is not None and untiled > budget:
+        elif budget is not None and targets > budget:
             chosen = _largest_tile(model, layers, hw, geom, precision, budget - history_bytes(
                 hw, hist), content_elements(model, content_layers, hw), side)
             if largest is not None and geom is not None:
@@ -219,7 +220,6 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         tiles.append(chosen)
         if chosen is None:
             keeps.append(None)
-            steps = BASE_BYTES + act + history_bytes(hw, hist)
         else:
             fixed = history_bytes(hw, hist) + tiled_bytes(
                 model, layers, hw, chosen, precision, content_elements(model, content_layers, hw))
@@ -228,8 +228,7 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
             graphs = graph_bytes(model, layers, hw, chosen, precision, keeps[-1])
             steps = fixed + graphs
             act = graphs + BYTES_PER_ACTIVATION[precision] * activation_elements(
-                model, tile_geometry.stages(model, layers)[0].names[-1],
-                _window(geom, hw, chosen))
+                model, first.names[-1], _window(geom, hw, chosen))
             targets = fixed
         held = steps + (REUSE_FACTOR - 1) * act
         reuses.append(reuse == "on" or (reuse == "auto" and (budget is None or held <= budget)))
