@@ -259,7 +259,7 @@ def curve_figure(results: list, size: int, path: Path, key: str = "loss",
                          if r["tool"] == tool and key in r)
             if pts:
                 line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=tool)
-                for wall, loss, setting in pts:
+                for wall, loss, setting in labelled(pts):
                     ax.annotate(setting, (wall, loss), fontsize=7, color=line.get_color(),
                                 xytext=(3, 3), textcoords="offset points")
         ref, verdict = reached(rows, key), ""
@@ -280,6 +280,19 @@ def curve_figure(results: list, size: int, path: Path, key: str = "loss",
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def labelled(pts: list, apart: float = 1.25) -> list:
+    """``pts`` (wall, loss, setting), sorted by wall, with the points that lie within
+    ``apart`` times each other's wall time merged into one label at the first of them (runs
+    that all ended at the same step ceiling would print their labels over each other)."""
+    groups = []
+    for wall, loss, setting in pts:
+        if groups and wall <= groups[-1][0] * apart:
+            groups[-1][2].append(setting)
+        else:
+            groups.append((wall, loss, [setting]))
+    return [(wall, loss, ", ".join(settings)) for wall, loss, settings in groups]
 
 
 def trimmed(args) -> str:
