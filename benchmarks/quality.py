@@ -259,9 +259,9 @@ def curve_figure(results: list, size: int, path: Path, key: str = "loss",
                          if r["tool"] == tool and key in r)
             if pts:
                 line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=tool)
-                for wall, loss, setting in labelled(pts):
+                for i, (wall, loss, setting) in enumerate(labelled(pts)):   # above, below
                     ax.annotate(setting, (wall, loss), fontsize=7, color=line.get_color(),
-                                xytext=(3, 3), textcoords="offset points")
+                                xytext=(3, 3 if i % 2 == 0 else -10), textcoords="offset points")
         ref, verdict = reached(rows, key), ""
         if ref:
             target, p, i = ref
@@ -282,7 +282,7 @@ def curve_figure(results: list, size: int, path: Path, key: str = "loss",
     plt.close(fig)
 
 
-def labelled(pts: list, apart: float = 1.25) -> list:
+def labelled(pts: list, apart: float = 1.4) -> list:
     """``pts`` (wall, loss, setting), sorted by wall, with the points that lie within
     ``apart`` times each other's wall time merged into one label at the first of them (runs
     that all ended at the same step ceiling would print their labels over each other)."""
