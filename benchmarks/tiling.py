@@ -25,25 +25,36 @@ WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).
 
 def one(args):
     """Time one configuration in this process; print a JSON line."""
+    import contextlib
     import torch
-    from impasto import tiled
+    from impasto import allocator, tiled
     from impasto.losses import Objective
     from large import objective_args
+    on = args.reuse_memory == "on"
+    if on:      # as a run's steps do (--reuse-memory on, or auto where the budget has room)
+        allocator.one_arena()
     torch.manual_seed(0)
     net, kw, hw = objective_args(args, args.size)
     obj = Objective(net, **kw) if args.one == "untiled" else tiled.TiledObjective(
         net, tile=int(args.one.split(":")[0]), keep_from=int(args.one.split(":")[1]), **kw)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
-    times, loss = [], None
-    for _ in range(args.repeats + 1):
+    with allocator.reusing_freed_memory() if on else contextlib.nullcontext():
+        times, loss, grad = evaluate(obj, x, args.repeats + 1)
+    print(json.dumps({"hw": hw, "seconds": statistics.median(times[1:]), "loss": loss,
+                      "grad": grad}))
+
+
+def evaluate(obj, x, n):
+    """``n`` evaluations (loss and gradient) of ``obj`` at ``x``: (their times, the last
+    loss, the sum of the last gradient's magnitudes)."""
+    times = []
+    for _ in range(n):
         xi = x.clone().requires_grad_(True)
         t = time.perf_counter()
         total = obj(xi)[0]
         total.backward()
         times.append(time.perf_counter() - t)
-        loss = total.item()
-    print(json.dumps({"hw": hw, "seconds": statistics.median(times[1:]), "loss": loss,
-                      "grad": float(xi.grad.abs().sum())}))
+    return times, total.item(), float(xi.grad.abs().sum())
 
 
 def main(argv=None):
@@ -53,16 +64,26 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--tiles", default="384", help="tile sizes, comma-separated")
     p.add_argument("--keep", default="4,2,1,0", help="keep_from values, comma-separated")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--reuse-memory", choices=("on", "off"), default="on",
+                   help="evaluate with freed memory reused, as a run's steps do where the "
+                        "budget has room (impasto's --reuse-memory; default on)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.one:
         return one(args)
     from speed import calibrate
-    from impasto import Config, estimate, tile_geometry
-    calib = calibrate((384, 512), precisions=(args.precision,))[args.precision]
+    import torch
+    from impasto import Config, allocator, estimate, precision as precisions, tile_geometry
+    import contextlib
+    args.precision = precisions.resolve(args.precision, torch.device("cpu"))  # "auto" too
+    on = args.reuse_memory == "on"
+    if on:
+        allocator.one_arena()
+    with allocator.reusing_freed_memory() if on else contextlib.nullcontext():
+        calib = calibrate((384, 512), precisions=(args.precision,))[args.precision]
     layers = Config().with_model_layers()
     layers = layers.content_layers + layers.style_layers
     configs = ["untiled"] + [f"{t}:{k}" for t in args.tiles.split(",")
@@ -71,6 +92,7 @@ def main(argv=None):
     for c in configs:
         cmd = [sys.executable, __file__, "--one", c, "--size", str(args.size), "--content",
                args.content, "--style", args.style, "--precision", args.precision,
+               "--reuse-memory", args.reuse_memory,
                "--repeats", str(args.repeats)]
         proc = subprocess.run([sys.executable, "-c", WRAPPER, *cmd], capture_output=True,
                               text=True)
@@ -84,7 +106,8 @@ def main(argv=None):
     hw = (base or next(r[1] for r in rows if r[1]))["hw"]
     flops = estimate.step_flops("vgg19", "relu5_1", hw)
     lines = [f"{args.size} px ({hw[1]}x{hw[0]}), {args.precision}, one evaluation (median of "
-             f"{args.repeats}); {args.content} / {args.style}; calibrated VGG19 rate "
+             f"{args.repeats}); {args.content} / {args.style}; --reuse-memory {args.reuse_memory}; "
+             "calibrated VGG19 rate "
              f"{calib / 1e9:.1f} GFLOP/s (512x384)", "",
              "| evaluation | work | s | of calibrated | against untiled | loss differs | "
              "peak RSS MiB |", "|---|---|---|---|---|---|---|"]

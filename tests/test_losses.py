@@ -43,6 +43,30 @@ def test_gram_is_symmetric_float32_even_for_bf16_features():
     assert torch.equal(g, g.transpose(1, 2))
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_gram_gradient_equals_autograd_through_the_plain_product(layout, masked):
+    """gram's gradient is written out (F (D + Dᵀ), one product); it must equal autograd
+    through F Fᵀ / (H·W), for both memory layouts, with and without a mask."""
+    torch.manual_seed(0)
+    f = torch.randn(2, 6, 5, 7)
+    if layout == "channels_last":
+        f = f.contiguous(memory_format=torch.channels_last)
+    mask = torch.rand(2, 1, 5, 7) if masked else None
+    weight = torch.randn(2, 6, 6)      # not symmetric: D ≠ Dᵀ
+
+    a = f.clone().requires_grad_(True)
+    (gram(a, mask) * weight).sum().backward()
+    b = f.clone().requires_grad_(True)
+    fb = b * mask if masked else b
+    ref = torch.bmm(fb.reshape(2, 6, -1), fb.reshape(2, 6, -1).transpose(1, 2)) / 35
+    if masked:
+        ref = ref / mask.pow(2).mean(dim=(1, 2, 3)).view(2, 1, 1)
+    (ref * weight).sum().backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+    assert a.grad.abs().max() > 0.1
+
+
 def test_gram_does_not_depend_on_image_size():
     """Tiling a feature map 2x2 repeats every position 4 times: the mean outer product,
     and so the Gram matrix, stays the same (the normalisation by H·W)."""

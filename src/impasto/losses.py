@@ -46,14 +46,35 @@ def gram(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
         features = features * mask.to(features.dtype)
     if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
         f = features.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view, no copy
-        g = torch.bmm(f.transpose(1, 2), f)
+        g = _SelfProduct.apply(f, True)
     else:
-        f = features.reshape(n, c, h * w)
-        g = torch.bmm(f, f.transpose(1, 2))
+        g = _SelfProduct.apply(features.reshape(n, c, h * w), False)
     g = g.float() / (h * w)
     if mask is not None:
         g = g / mask.float().pow(2).mean(dim=(1, 2, 3)).clamp_min(_EPS).view(n, 1, 1)
     return g
+
+
+class _SelfProduct(torch.autograd.Function):
+    """Fᵀ F for F (N, positions, C) (``positions_first``), else F Fᵀ for F (N, C, positions),
+    with the gradient written out as one product: F (D + Dᵀ) (or (D + Dᵀ) F) for the
+    incoming D. Autograd through ``bmm`` takes two products, one of them into a transposed
+    layout, and then adds the two: at 2048x1536 in bf16 that strided add took a third of an
+    evaluation's time on an AMX CPU (1.46 s of 4.49, profiled)."""
+
+    @staticmethod
+    def forward(ctx, f, positions_first):
+        ctx.save_for_backward(f)
+        ctx.positions_first = positions_first
+        return torch.bmm(f.transpose(1, 2), f) if positions_first else \
+            torch.bmm(f, f.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, d):
+        f, = ctx.saved_tensors
+        d = d.float()
+        s = (d + d.transpose(1, 2)).to(f.dtype)
+        return (torch.bmm(f, s) if ctx.positions_first else torch.bmm(s, f)), None
 
 
 def feature_mean(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
