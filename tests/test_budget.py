@@ -2,7 +2,6 @@
 that keeps to it."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest

@@ -324,6 +324,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     # a budget may leave the finest scales without steps: the last scale that has some runs
     # to the deadline, and its picture is enlarged to the full size at the end
     end = max(k for k, (_, n) in enumerate(plan) if n > 0 or k == 0 or deadline is None) + 1
+    last_k, prev_pixels = 0, 1      # the last scale run, and its pixel count (set below)
     for k, (side, steps) in enumerate(plan):
         if k >= end:                # a re-plan below left this scale no time
             break
