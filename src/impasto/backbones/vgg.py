@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fused
 from .base import Backbone
 from ..errors import UserError, closest
 
@@ -65,6 +66,7 @@ class VGG(Backbone):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         self.autocast_dtype = None  # set by set_precision
+        self.fuse_relu = True       # backbones.fused where it applies (off: eager conv, ReLU)
 
     def load_weights(self, state_dict: dict, source: str) -> None:
         wanted = {f"{n}.{p}" for n in self.convs for p in ("weight", "bias")}
@@ -104,12 +106,19 @@ class VGG(Backbone):
             return self._run(x, set(names), stop - 1, start)
 
     def _run(self, x, wanted, deepest, start=0):
-        out = {}
-        for name in self.names[start: deepest + 1]:
+        out, relu_done = {}, False
+        names = self.names[start: deepest + 1]
+        for i, name in enumerate(names):
             if name.startswith("conv"):
-                x = self.convs[name](x)
+                # with the ReLU after it in one call, where the conv's own output is not wanted
+                relu_done = (self.fuse_relu and name not in wanted and i + 1 < len(names)
+                             and fused.available(x, self.convs[name]))
+                x = fused.conv_relu(x, self.convs[name], self.autocast_dtype) if relu_done \
+                    else self.convs[name](x)
             elif name.startswith("relu"):
-                x = F.relu(x)
+                if not relu_done:
+                    x = F.relu(x)
+                relu_done = False
             elif self.pooling == "max":
                 x = F.max_pool2d(x, 2, 2)
             else:
