@@ -25,7 +25,6 @@ WRAPPER = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).
 
 def one(args):
     """Time one configuration in this process; print a JSON line."""
-    import contextlib
     import torch
     from impasto import allocator, tiled
     from impasto.losses import Objective
@@ -38,7 +37,7 @@ def one(args):
     obj = Objective(net, **kw) if args.one == "untiled" else tiled.TiledObjective(
         net, tile=int(args.one.split(":")[0]), keep_from=int(args.one.split(":")[1]), **kw)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
-    with allocator.reusing_freed_memory() if on else contextlib.nullcontext():
+    with allocator.reusing_freed_memory(on):
         times, loss, grad = evaluate(obj, x, args.repeats + 1)
     print(json.dumps({"hw": hw, "seconds": statistics.median(times[1:]), "loss": loss,
                       "grad": grad}))
@@ -77,12 +76,11 @@ def main(argv=None):
     from speed import calibrate
     import torch
     from impasto import Config, allocator, estimate, precision as precisions, tile_geometry
-    import contextlib
     args.precision = precisions.resolve(args.precision, torch.device("cpu"))  # "auto" too
     on = args.reuse_memory == "on"
     if on:
         allocator.one_arena()
-    with allocator.reusing_freed_memory() if on else contextlib.nullcontext():
+    with allocator.reusing_freed_memory(on):
         calib = calibrate((384, 512), precisions=(args.precision,))[args.precision]
     layers = Config().with_model_layers()
     layers = layers.content_layers + layers.style_layers

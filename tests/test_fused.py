@@ -48,6 +48,8 @@ def test_fusion_only_where_it_applies():
     conv.weight.requires_grad_(False)
     strided = nn.Conv2d(8, 16, 3, padding=1, stride=2).requires_grad_(False)
     assert not fused.available(xl, strided)
+    assert not fused.available(xl, conv, torch.float16)  # oneDNN's CPU fusion: fp32, bf16
+    assert not fused.available(xl.half(), conv)
 
 
 def test_vgg_features_are_the_same_fused_or_not_and_a_wanted_conv_is_not_fused():

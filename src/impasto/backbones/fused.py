@@ -13,10 +13,12 @@ import torch
 _OP = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
 
 
-def available(x: torch.Tensor, conv) -> bool:
+def available(x: torch.Tensor, conv, dtype=None) -> bool:
     """Whether ``conv`` (3x3, stride 1, padding 1, frozen) then ReLU can run fused on ``x``:
-    a channels_last CPU tensor in float32 or bfloat16, with oneDNN present."""
+    a channels_last CPU tensor, computed in float32 or bfloat16 (``dtype``, the autocast
+    dtype; None: x's own), with oneDNN present."""
     return (_OP is not None and torch.backends.mkldnn.is_available() and x.device.type == "cpu"
+            and (dtype or x.dtype) in (torch.float32, torch.bfloat16)
             and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
             and not conv.weight.requires_grad and conv.stride == (1, 1)
             and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1)

@@ -112,7 +112,7 @@ class VGG(Backbone):
             if name.startswith("conv"):
                 # with the ReLU after it in one call, where the conv's own output is not wanted
                 relu_done = (self.fuse_relu and name not in wanted and i + 1 < len(names)
-                             and fused.available(x, self.convs[name]))
+                             and fused.available(x, self.convs[name], self.autocast_dtype))
                 x = fused.conv_relu(x, self.convs[name], self.autocast_dtype) if relu_done \
                     else self.convs[name](x)
             elif name.startswith("relu"):
