@@ -382,3 +382,24 @@ def test_style_targets_are_computed_once_per_process_for_a_shared_painting():
     assert len(fresh.seen) == 1
     x = _img(3)
     assert first(x)[0].item() == pytest.approx(objective(fresh, styles=[style], **kw)(x)[0].item())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_self_product_grad_of_a_crop_equals_autograd(layout):
+    """The tiles' written-out gradient (``self_product_grad``) on a tile's interior, a crop
+    of the map in either layout, equals autograd through the plain product, and comes back
+    in the crop's layout."""
+    from impasto.losses import self_product, self_product_grad
+    torch.manual_seed(1)
+    f = torch.randn(1, 5, 9, 11)
+    if layout == "channels_last":
+        f = f.contiguous(memory_format=torch.channels_last)
+    crop = f[..., 2:7, 3:10]
+    d = torch.randn(1, 5, 5)
+    a = crop.detach().clone().requires_grad_(True)
+    (torch.bmm(a.reshape(1, 5, -1), a.reshape(1, 5, -1).transpose(1, 2)) * d).sum().backward()
+    got = self_product_grad(crop, d)
+    assert torch.allclose(got, a.grad, rtol=1e-5, atol=1e-5)
+    assert (got.stride(1) == 1) == (layout == "channels_last")
+    ref = torch.bmm(crop.reshape(1, 5, -1), crop.reshape(1, 5, -1).transpose(1, 2))
+    assert torch.allclose(self_product(crop), ref, rtol=1e-5, atol=1e-5)

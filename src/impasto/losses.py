@@ -26,7 +26,37 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from .layout import channels_innermost
+
 _EPS = 1e-12
+
+
+def self_product(features: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C): Σ over positions of f fᵀ, unnormalised, in the features'
+    own dtype (bf16 accumulates in float32 inside the kernel; only the output is rounded). A
+    channels-innermost map is read as a (H·W, C) matrix, in place where it is whole. Its
+    gradient is written out as one product (``self_product_grad``)."""
+    n, c, h, w = features.shape
+    if channels_innermost(features):
+        return _SelfProduct.apply(features.permute(0, 2, 3, 1).reshape(n, h * w, c), True)
+    return _SelfProduct.apply(features.reshape(n, c, h * w), False)
+
+
+def self_product_grad(features: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """∂/∂f of ⟨d, self_product(f)⟩ for a (N, C, C) ``d``: every position's feature vector
+    times (d + dᵀ), as a map in the features' layout and dtype."""
+    n, c, h, w = features.shape
+    if channels_innermost(features):
+        y = _times_symmetric(features.permute(0, 2, 3, 1).reshape(n, h * w, c), d, True)
+        return y.view(n, h, w, c).permute(0, 3, 1, 2)
+    return _times_symmetric(features.reshape(n, c, h * w), d, False).view(n, c, h, w)
+
+
+def _times_symmetric(f: torch.Tensor, d: torch.Tensor, positions_first: bool) -> torch.Tensor:
+    """F (D + Dᵀ) for F (N, positions, C), else (D + Dᵀ) F for F (N, C, positions)."""
+    d = d.float()
+    s = (d + d.transpose(-1, -2)).to(f.dtype)
+    return torch.bmm(f, s) if positions_first else torch.bmm(s, f)
 
 
 def gram(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -36,20 +66,15 @@ def gram(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tens
     2017: Σ m² f fᵀ / Σ m², the statistic of the masked region only (equal to the plain Gram
     matrix for an all-ones mask).
 
-    The product runs in the features' own dtype: for bf16 features the matrix multiply
-    accumulates in float32 inside the kernel and only its output is rounded (about 0.1%
-    relative), which is ~3x faster on a CPU than casting the features to float32 first. A
-    channels_last feature map is read as an (H·W, C) matrix in place, with no copy.
+    The product runs in the features' own dtype (``self_product``): for bf16 features the
+    matrix multiply accumulates in float32 inside the kernel and only its output is rounded
+    (about 0.1% relative), which is ~3x faster on a CPU than casting the features to float32
+    first. A channels_last feature map is read as an (H·W, C) matrix in place, with no copy.
     """
     n, c, h, w = features.shape
     if mask is not None:
         features = features * mask.to(features.dtype)
-    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
-        f = features.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view, no copy
-        g = _SelfProduct.apply(f, True)
-    else:
-        g = _SelfProduct.apply(features.reshape(n, c, h * w), False)
-    g = g.float() / (h * w)
+    g = self_product(features).float() / (h * w)
     if mask is not None:
         g = g / mask.float().pow(2).mean(dim=(1, 2, 3)).clamp_min(_EPS).view(n, 1, 1)
     return g
@@ -72,9 +97,7 @@ class _SelfProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d):
         f, = ctx.saved_tensors
-        d = d.float()
-        s = (d + d.transpose(1, 2)).to(f.dtype)
-        return (torch.bmm(f, s) if ctx.positions_first else torch.bmm(s, f)), None
+        return _times_symmetric(f, d, ctx.positions_first), None
 
 
 def feature_mean(features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

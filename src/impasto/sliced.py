@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from .layout import channels_innermost
+
 _EPS = 1e-12
 
 
@@ -55,8 +57,8 @@ def _by_channel(features: torch.Tensor) -> torch.Tensor:
     """(1, C, H, W) -> (C, H·W). A channels_last map (fp32 on a CPU) is read in place, as the
     transpose of its (H·W, C) layout: the product with the directions takes it as it is."""
     c = features.shape[1]
-    if not features.is_contiguous() and features.is_contiguous(memory_format=torch.channels_last):
-        return features.permute(0, 2, 3, 1).reshape(-1, c).t()      # a view, no copy
+    if channels_innermost(features):
+        return features.permute(0, 2, 3, 1).reshape(-1, c).t()      # a view where whole
     return features.reshape(c, -1)
 
 

@@ -35,7 +35,9 @@ from . import backbones
 from .allocator import release_memory
 from .errors import UserError
 from .tile_geometry import full_hw, interior, stage_tiles, stages, tiles
-from .losses import StyleTarget, _normalised, temporal_loss, tv_loss
+from .layout import zeros_as
+from .losses import (StyleTarget, _normalised, self_product, self_product_grad, temporal_loss,
+                     tv_loss)
 
 
 # ----------------------------------------------------------------------------- the objective
@@ -138,7 +140,7 @@ class TiledObjective:
                     part, (fy0, fy1, fx0, fx1) = interior(feats[st.names[-1]].detach(), t,
                                                           st.geom.stride)
                     if out is None:
-                        out = _zeros_as(part, (*part.shape[:2],
+                        out = zeros_as(part, (*part.shape[:2],
                                                *full_hw(*x.shape[-2:], st.geom.stride)))
                     out[..., fy0:fy1, fx0:fx1] = part
             x = out
@@ -151,7 +153,7 @@ class TiledObjective:
 
         def visit(n, part, box):
             if n not in out:
-                out[n] = _zeros_as(part, (*part.shape[:2], *full_hw(h, w, self.strides[n])))
+                out[n] = zeros_as(part, (*part.shape[:2], *full_hw(h, w, self.strides[n])))
             out[n][..., box[0]:box[1], box[2]:box[3]] = part
         self._forward(image, names, visit)
         return out
@@ -301,7 +303,7 @@ class TiledObjective:
                 if outs:
                     torch.autograd.backward(outs, grads)
                     if g_in is None:
-                        g_in = _zeros_as(xt.grad, shape, torch.float32)
+                        g_in = zeros_as(xt.grad, shape, torch.float32)
                     g_in[..., t.ty0:t.ty1, t.tx0:t.tx1] += xt.grad
                 del feats, xt
             g_out = g_in if g_in is not None else torch.zeros(shape, device=x.device)
@@ -316,9 +318,7 @@ class TiledObjective:
         for k, lm in enumerate(lmasks):
             m = None if lm is None else _crop(lm[n], box).to(x.dtype)
             norm = _norm(lm and lm[n], full_hw(*hw, self.strides[n]))
-            d = dgram[k][n].float()
-            g = _channel_product(x if m is None else x * m,
-                                 (d + d.transpose(-1, -2)).to(x.dtype))
+            g = self_product_grad(x if m is None else x * m, dgram[k][n])
             if m is not None:
                 g = g * m
             if dmean[k][n] is not None:     # w2: the mean counts too
@@ -329,17 +329,6 @@ class TiledObjective:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _zeros_as(like, shape, dtype=None):
-    """Zeros of ``shape`` in the memory layout of ``like`` (channels_last where it is: the
-    network's maps on a CPU). Whole maps assembled from, or added into from, tiles of the
-    other layout made every copy a transposing one: a third of a tiled evaluation's time at
-    2048 px in bf16."""
-    last = like.dim() == 4 and like.shape[1] > 1 and not like.is_contiguous() \
-        and like.is_contiguous(memory_format=torch.channels_last)
-    return torch.zeros(shape, dtype=dtype or like.dtype, device=like.device).contiguous(
-        memory_format=torch.channels_last if last else torch.contiguous_format)
-
-
 def _crop(t, box):
     fy0, fy1, fx0, fx1 = box
     return t[..., fy0:fy1, fx0:fx1]
@@ -347,34 +336,15 @@ def _crop(t, box):
 
 def _sums(f, mask):
     """Σ m² f fᵀ (N, C, C) and Σ m² f (N, C) over the positions of ``f``, returned in float32.
-    The product runs in the map's own dtype, as ``losses.gram`` does (bf16 accumulates in
-    float32 inside the kernel; only each tile's matrix is rounded): casting a tile's maps to
-    float32 first made the products 2.5x slower on an AMX CPU, plus the copies. A
-    channels_last map (the network's on a CPU) is read as (positions, C), so the crop of a
-    tile's interior is a plain copy rather than a transposing one."""
-    n, c = f.shape[:2]
+    The product runs in the map's own dtype, as ``losses.gram`` does (``self_product``; only
+    each tile's matrix is rounded): casting a tile's maps to float32 first made the products
+    2.5x slower on an AMX CPU, plus the copies."""
     if mask is not None:
-        mask = mask.to(f.dtype)
-        f = f * mask
-    if f.stride(1) == 1 and c > 1:          # channels innermost: (N, H·W, C)
-        flat = f.permute(0, 2, 3, 1).reshape(n, -1, c)
-        g = torch.bmm(flat.transpose(1, 2), flat).float()
-        mu = flat.sum(1, dtype=torch.float32) if mask is None else \
-            (flat * mask.permute(0, 2, 3, 1).reshape(n, -1, 1)).sum(1, dtype=torch.float32)
-        return g, mu
-    flat = f.reshape(n, c, -1)
-    g = torch.bmm(flat, flat.transpose(1, 2)).float()
-    if mask is None:
-        return g, flat.sum(-1, dtype=torch.float32)
-    return g, (f * mask).reshape(n, c, -1).sum(-1, dtype=torch.float32)
-
-
-def _channel_product(x, s):
-    """(N, C, H, W) x (N, C, C) -> (N, C, H, W): every position's feature vector times ``s``
-    (symmetric), as one (positions, C) x (C, C) product."""
-    n, c, h, w = x.shape
-    y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * w, c), s)
-    return y.view(n, h, w, c).permute(0, 3, 1, 2)
+        f = f * mask.to(f.dtype)
+    g = self_product(f).float()
+    if mask is not None:
+        f = f * mask.to(f.dtype)
+    return g, f.sum(dim=(2, 3), dtype=torch.float32)
 
 
 def _norm(layer_mask, hw):
