@@ -261,3 +261,22 @@ def test_a_budget_that_skips_the_finest_scale_affords_the_painting_only_where_it
         slow, plan, (384, 512), layers, memory, styles, deep_layers, deepest, rate,
         time.perf_counter())
     assert steps[-1][1] > 0 and run_cfg.deep_style_scale == slow.deep_style_scale
+
+
+def test_the_plan_line_says_which_scales_reuse_freed_memory():
+    """A tiled scale does not keep its freed memory under --reuse-memory auto: the plan line
+    names the scales that do, unless all do."""
+    import io
+
+    from impasto.api import PlanEvent
+    from impasto.cli.progress import print_plan
+
+    def line(reuse, tiles=(None, 384)):
+        out = io.StringIO()
+        print_plan(PlanEvent([(256, 5), (512, 3)], (384, 512), "fp32", "cpu", 2**30, None,
+                             None, [], tiles=list(tiles), history=4, budget_bytes=2**30,
+                             reuse=list(reuse)), stream=out)
+        return out.getvalue()
+    assert "(L-BFGS history 4, freed memory reused at 256px)" in line([True, False])
+    assert "(L-BFGS history 4, freed memory reused)" in line([True, True])
+    assert "(L-BFGS history 4)" in line([False, False])

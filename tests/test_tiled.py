@@ -202,8 +202,9 @@ def test_the_stages_keep_their_graphs_where_the_budget_leaves_room():
 
 def test_freed_memory_is_reused_where_the_budget_has_room_for_it():
     """Reuse keeps the steps' holes in the heap (estimate.REUSE_FACTOR of their activations):
-    "auto" takes it only where that fits after the tiles and the history, so it never costs a
-    smaller tile or a shorter history; "on" forces it and counts it, "off" never."""
+    "auto" takes it only at untiled scales where that fits after the history, so it never
+    costs a tile or a shorter history, and never at a tiled scale, whose holes grow from step
+    to step; "on" forces it and counts it, "off" never."""
     from impasto import estimate
 
     def reuse_plan(budget, reuse, sides=(1024, 2048, 4096)):
@@ -219,6 +220,10 @@ def test_freed_memory_is_reused_where_the_budget_has_room_for_it():
         assert (tight["tiles"], tight["keep"], tight["history"]) == (
             without["tiles"], without["keep"], without["history"])
         assert without["peak_bytes"] <= tight["peak_bytes"] <= budget
+    forced_tiles = estimate.plan_memory("vgg19", LAYERS, DEEP["content_layers"],
+                                        [(1024, 10), (2048, 10)], (3072, 4096), "fp32", None,
+                                        100, tile=1024, reuse="auto")
+    assert forced_tiles["tiles"] == [None, 1024] and forced_tiles["reuse"] == [True, False]
     roomy = reuse_plan(40 * GIB, "auto", sides=(2048,))
     assert roomy["reuse"] == [True] and roomy["tiles"] == [None]
     assert roomy["peak_bytes"] > reuse_plan(40 * GIB, "off", sides=(2048,))["peak_bytes"]

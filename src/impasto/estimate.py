@@ -169,8 +169,11 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
     ``largest`` px (``CPU_TILE`` on a CPU), a forced ``tile`` is kept.
 
     ``reuse`` ("auto", "on" or "off"): whether a scale's steps keep their freed memory for the
-    next step (``allocator``); "auto" where it fits in the budget after the tiles and the
-    history were chosen, so reuse never costs a smaller tile or a shorter history.
+    next step (``allocator``); "auto" at the untiled scales where it fits in the budget after
+    the history was chosen, so reuse never costs a tile or a shorter history. Never at a tiled
+    scale under "auto": there the heap's holes grow from step to step, which no factor of one
+    evaluation's activations bounds (a 4096x3072 tiled scale planned at 6.0 GiB with reuse
+    rose 3.4 -> 6.1 GiB over its first six steps, and a converged run peaked at 7.0 GiB).
 
     Returns {"tiles": [tile px or None per scale], "keep": [the first stage whose graphs are
     kept, per tiled scale, else None], "reuse": [bool per scale], "history": entries,
@@ -231,7 +234,8 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
                 model, first.names[-1], _window(geom, hw, chosen))
             targets = fixed
         held = steps + (REUSE_FACTOR - 1) * act
-        reuses.append(reuse == "on" or (reuse == "auto" and (budget is None or held <= budget)))
+        reuses.append(reuse == "on" or (reuse == "auto" and chosen is None
+                                         and (budget is None or held <= budget)))
         peak = max(peak, targets, held if reuses[-1] else steps)
     return {"tiles": tiles, "keep": keeps, "reuse": reuses, "history": hist, "peak_bytes": peak}
 

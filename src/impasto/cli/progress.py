@@ -63,6 +63,16 @@ def duration(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+def _reused(plan) -> str:
+    """Which scales keep their freed memory (see ``allocator``), for the plan line."""
+    sides = [side for (side, _), r in zip(plan.schedule, plan.reuse or []) if r]
+    if not sides:
+        return ""
+    if len(sides) == len(plan.schedule):
+        return ", freed memory reused"
+    return ", freed memory reused at " + "/".join(map(str, sides)) + "px"
+
+
 def print_plan(plan, show_reads=False, stream=None):
     """The line before the first step (a PlanEvent): the output size, the scales, the estimated
     peak memory and, for large runs, time; with ``show_reads`` the files the run reads (a
@@ -78,7 +88,7 @@ def print_plan(plan, show_reads=False, stream=None):
             f"estimated peak memory {plan.peak_bytes / 2**30:.1f} GiB")
     if any(tiles) or (plan.budget_bytes and plan.history and plan.history < 100):
         line += (f" within the {plan.budget_bytes / 2**30:.1f} GiB budget (L-BFGS history "
-                 f"{plan.history}" + (", freed memory reused" if any(plan.reuse) else "") + ")")
+                 f"{plan.history}" + _reused(plan) + ")")
     if plan.seconds:
         line += f", time {duration(plan.seconds)}"
     if len(plan.schedule) > 1 and plan.schedule[-1][1] == 0:
