@@ -6,10 +6,12 @@ Each row is the real CLI in its own process (peak RSS of that process alone), ne
 estimate impasto prints before it starts, so the memory model can be checked too. s/step is the
 median over the steps at full size; "of calibrated" is the share of the machine's VGG19 rate
 (forward + input gradient to relu5_1, measured in this run by benchmarks/speed.py's
-calibration, taken both with glibc's defaults and with freed memory reused, and the share
-against the one that matches the runs' --reuse-memory) that one step reaches, counting the
-FLOPs of one untiled step (a tiled step computes more: the extra forward pass for the global
-statistics, about a third, and its stages' small margins).
+calibration, taken both with glibc's defaults and with freed memory reused; each row against
+the one its full-size scale ran under, which the run record says) that one step reaches,
+counting the FLOPs of one untiled step. A tiled step computes more: the statistics pass, the
+stages whose graphs it could not keep run again in the backward pass, and their margins.
+"work" is that factor (tile_geometry.work_factor for the plan's tile and kept stages), and
+"for its work" the rate on what the step computes.
 
 The exactness line compares the tiled objective with the untiled one (loss and gradient) at
 --exact-size, the largest size where both fit.
@@ -50,14 +52,23 @@ def run(size, scales, steps, args, out_dir, budget=None):
     rec = json.loads(out.with_suffix(".json").read_text())
     full = [h for h in rec["history"] if h["side"] == size]
     times = [b["time"] - a["time"] for a, b in zip(full, full[1:])]
-    tiles = (rec.get("memory") or {}).get("tiles") or []
+    memory = rec.get("memory") or {}
+    tiles = memory.get("tiles") or []
+    top = len(rec["schedule"]) - 1     # the full-size scale: reuse and tiling as it ran
+    reused = bool((memory.get("reuse") or [False] * (top + 1))[top])
+    work = 1.0
+    if tiles and tiles[top]:
+        from impasto import tile_geometry
+        w, h = map(int, rec_hw(out).split("x"))
+        work = tile_geometry.work_factor("vgg19", default_layers(), (h, w), tiles[top],
+                                         (memory.get("keep") or [None] * (top + 1))[top])
     mode = "single-scale" if scales == 1 else "coarse-to-fine"
     if budget:
         mode += f", --max-memory {budget}, tiles " + "/".join(str(t or "-") for t in tiles)
     return {"size": size, "mode": mode, "flops": step_flops(rec_hw(out)),
             "schedule": " + ".join(f"{n}@{s}" for s, n in rec["schedule"]),
             "wall": wall, "s_step": statistics.median(times) if times else float("nan"),
-            "peak": peak_mib, "estimate": estimate.split("estimated peak memory ")[-1]
+            "peak": peak_mib, "reused": reused, "work": work, "estimate": estimate.split("estimated peak memory ")[-1]
             .split(", time")[0].split(";")[0].split(" -")[0], "hw": f"{rec_hw(out)}"}
 
 
@@ -65,6 +76,13 @@ def rec_hw(path):
     from PIL import Image
     with Image.open(path) as im:
         return f"{im.width}x{im.height}"
+
+
+def default_layers():
+    """The layers a default run uses (its statistics and content layers)."""
+    from impasto import Config
+    cfg = Config().with_model_layers()
+    return list(dict.fromkeys(cfg.style_layers + cfg.content_layers))
 
 
 def step_flops(hw_text):
@@ -135,8 +153,6 @@ def main(argv=None):
     calib_mapped = calibrate((384, 512), precisions=(resolved,))[resolved]
     with allocator.reusing_freed_memory():
         calib_reused = calibrate((384, 512), precisions=(resolved,))[resolved]
-    # the share is taken against the calibration under the runs' own allocator settings
-    calib = calib_mapped if args.reuse_memory == "off" else calib_reused
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",") if s):
@@ -151,17 +167,24 @@ def main(argv=None):
     lines = [f"{args.steps} steps each; {args.content} / {args.style}; {resolved}; "
              f"--reuse-memory {args.reuse_memory or 'default'}; calibrated VGG19 rate (512x384) "
              f"{calib_mapped / 1e9:.1f} GFLOP/s with glibc's defaults, {calib_reused / 1e9:.1f} "
-             "with freed memory reused; the share below is against the "
-             f"{'first' if calib is calib_mapped else 'second'}", "",
-             "| output | mode | schedule (steps@px) | wall s | s/step at full size | "
-             "of calibrated | peak RSS MiB | estimated peak |", "|---|---|---|---|---|---|---|---|"]
+             "with freed memory reused; each row's share is against the one its full-size "
+             "scale ran under (reuse: yes/no). \"of calibrated\" counts an untiled step's FLOPs; "
+             "\"work\" is what a tiled step computes against that (tile_geometry.work_factor: "
+             "the statistics pass, the recomputed stages, the margins), and \"for its work\" "
+             "the rate on what it computes", "",
+             "| output | mode | schedule (steps@px) | wall s | s/step at full size | reuse | "
+             "of calibrated | work | for its work | peak RSS MiB | estimated peak |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['size']} | error: {r['error']} | | | | | | |")
+            lines.append(f"| {r['size']} | error: {r['error']} | | | | | | | | | |")
             continue
+        calib = calib_reused if r["reused"] else calib_mapped
         share = r["flops"] / r["s_step"] / calib if r["s_step"] == r["s_step"] else float("nan")
         lines.append(f"| {r['hw']} | {r['mode']} | {r['schedule']} | {r['wall']:.1f} | "
-                     f"{r['s_step']:.2f} | {share:.0%} | {r['peak']:.0f} | {r['estimate']} |")
+                     f"{r['s_step']:.2f} | {'yes' if r['reused'] else 'no'} | {share:.0%} | "
+                     f"{r['work']:.2f} | {share * r['work']:.0%} | {r['peak']:.0f} | "
+                     f"{r['estimate']} |")
     lines += ["", f"Exactness at {hw[1]}x{hw[0]} in fp32, tiles of {args.exact_size // 4} px: loss "
               f"differs by {loss_err:.1e} (relative), gradient by {grad_err:.1e} of its largest "
               "value."]
