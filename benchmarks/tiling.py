@@ -9,7 +9,9 @@ this run) that one evaluation reaches, counting the FLOPs of one untiled evaluat
 is what tile_geometry.work_factor says the configuration computes against an untiled one, and
 "for its work" the rate on what it computes. --no-untiled skips the untiled evaluation where
 its network does not fit (4096 px).
-"keep K" keeps the graphs of the stages from K on (0: every stage, 4: none, the old way).
+"keep K" keeps the graphs of the stages from K on (0: every stage, 4: none, the old way);
+"K/12" also keeps the tails of stages 1 and 2 compact (see impasto.compact), so only their
+heads are recomputed.
 """
 from __future__ import annotations
 
@@ -36,8 +38,11 @@ def one(args):
         allocator.one_arena()
     torch.manual_seed(0)
     net, kw, hw = objective_args(args, args.size)
-    obj = Objective(net, **kw) if args.one == "untiled" else tiled.TiledObjective(
-        net, tile=int(args.one.split(":")[0]), keep_from=int(args.one.split(":")[1]), **kw)
+    if args.one == "untiled":
+        obj = Objective(net, **kw)
+    else:
+        tile, keep, comp = parse(args.one)
+        obj = tiled.TiledObjective(net, tile=tile, keep_from=keep, compact=comp, **kw)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
     with allocator.reusing_freed_memory(on):
         times, loss, grad = evaluate(obj, x, args.repeats + 1)
@@ -58,13 +63,23 @@ def evaluate(obj, x, n):
     return times, total.item(), float(xi.grad.abs().sum())
 
 
+def parse(config):
+    """"TILE:KEEP" or "TILE:KEEP/STAGES" (the recomputed stages whose tails are kept compact,
+    as digits: "384:3/12") -> (tile, keep_from, compact stages)."""
+    tile, rest = config.split(":")
+    keep, _, comp = rest.partition("/")
+    return int(tile), int(keep), tuple(int(c) for c in comp)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--content", default="examples/tubingen.jpg")
     p.add_argument("--style", default="examples/starry_night.jpg")
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--tiles", default="384", help="tile sizes, comma-separated")
-    p.add_argument("--keep", default="4,2,1,0", help="keep_from values, comma-separated")
+    p.add_argument("--keep", default="4,2,1,0",
+                   help="keep_from values, comma-separated; K/STAGES also keeps the tails of "
+                        "those recomputed stages compact (3/12: stages 1 and 2)")
     p.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--reuse-memory", choices=("on", "off"), default="on",
@@ -120,9 +135,10 @@ def main(argv=None):
         if c == "untiled":
             name, work = "untiled", 1.0
         else:
-            t, k = map(int, c.split(":"))
-            name = f"tiles of {t} px, graphs kept from stage {k}"
-            work = tile_geometry.work_factor("vgg19", layers, hw, t, k)
+            t, k, comp = parse(c)
+            name = f"tiles of {t} px, graphs kept from stage {k}" + (
+                f", tails of stages {'/'.join(map(str, comp))} kept compact" if comp else "")
+            work = tile_geometry.work_factor("vgg19", layers, hw, t, k, comp)
         speedup = f"{base['seconds'] / r['seconds']:.2f}x" if base else ""
         diff = f"{abs(r['loss'] - base['loss']) / abs(base['loss']):.1e}" if base else ""
         share = flops / r["seconds"] / calib

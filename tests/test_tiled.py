@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,15 +50,28 @@ def test_shallow_layers_match_with_tiles_that_do_not_divide_the_image(vgg19, til
     assert_same(*both(vgg19, tile, x, **kw))
 
 
-@pytest.mark.parametrize("keep_from", [None, 2, 0])
-def test_deep_layers_match(vgg19, keep_from):
+@pytest.mark.parametrize("keep_from,compact", [(None, ()), (2, ()), (0, ()), (None, (0, 1, 2)),
+                                               (3, (1,))])
+def test_deep_layers_match(vgg19, keep_from, compact):
     """relu5_1, with tiles that really cut every stage's map of the 200 x 168 image; every
     stage recomputed in the backward pass, the deep ones' graphs kept from the statistics
-    pass, or every stage's kept."""
+    pass, or every stage's kept; the recomputed stages' tails kept compact (``compact``)."""
+    _deep_match(vgg19, keep_from, compact, DEEP)
+
+
+def test_stages_without_a_layer_read_keep_their_whole_tail_compact(vgg19):
+    """relu1_1 and relu5_1 alone: the stages of blocks 3 and 4 have no layer the objective
+    reads, so all of each is a compact tail and the backward pass recomputes none of it."""
+    _deep_match(vgg19, None, (0, 1, 2), dict(content_layers=["relu2_2"],
+                                             style_layers=["relu1_1", "relu5_1"]))
+
+
+def _deep_match(vgg19, keep_from, compact, layers):
     c, s, x = _img(200, 168, 1), _img(96, 80, 2), _img(200, 168, 3)
-    kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **DEEP, **WEIGHTS)
+    kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **layers, **WEIGHTS)
     plain = Objective(vgg19, **kw)
-    tiles_ = tiled.TiledObjective(vgg19, tile=32, keep_from=keep_from, **kw)
+    tiles_ = tiled.TiledObjective(vgg19, tile=32, keep_from=keep_from, compact=compact, **kw)
+    assert tiles_.compact == {k for k in compact if k < min(tiles_.keep_from, 3)}
     tiles_.stage_tiles = [32, 16, 8, 4]
     for k, st in enumerate(tiles_.stages):
         h, w = tile_geometry.full_hw(168, 200, st.scale)
@@ -200,6 +214,35 @@ def test_the_stages_keep_their_graphs_where_the_budget_leaves_room():
     assert factors == sorted(factors) and factors[0] < 1.15 < 1.4 < factors[-1]
 
 
+def test_recomputed_stages_keep_their_tails_compact_where_the_budget_has_room():
+    """At 4096x3072 in 6 GiB (bf16) no stage's graph fits beside two L-BFGS entries, but the
+    tails of blocks 3 and 4 (0.19 GiB) do: only their heads are recomputed, and the plan
+    counts them. Without a budget every recomputed stage but the last keeps its tail; a
+    stage whose graph is kept needs none."""
+    from impasto import estimate, tile_geometry
+    hw = (3072, 4096)
+
+    def at(budget, prec="bf16"):
+        return estimate.plan_memory("vgg19", LAYERS, ["conv4_2"], [(2048, 10), (4096, 10)],
+                                    hw, prec, budget, 100, largest=384)
+    p = at(6 * GIB)
+    assert p["tiles"][1] == 384 and p["keep"][1] == 3 and p["compact"][1] == (1, 2)
+    assert p["history"] >= estimate.HISTORY_BEFORE_TAILS and p["peak_bytes"] <= 6 * GIB
+    assert p["compact"][0] is None or set(p["compact"][0]) <= set(range(p["keep"][0]))
+    assert estimate.compact_from("vgg19", LAYERS, hw, 384, 3, None) == (0, 1, 2)
+    assert estimate.compact_from("vgg19", LAYERS, hw, 384, 1, None) == (0,)
+    assert estimate.compact_from("vgg19", LAYERS, hw, 384, 3, 0.0) == ()
+    # the deepest first: block 4's tail alone when only it fits
+    two = tile_geometry.compact_bytes("vgg19", LAYERS, hw, 384, (2,))
+    assert estimate.compact_from("vgg19", LAYERS, hw, 384, 3, two) == (2,)
+    # the time plan counts the recomputation they spare
+    tails = estimate.estimate("vgg19", LAYERS, [(4096, 10)], hw, "bf16", 1e12, tiles=[384],
+                              keep=[3], compact=[(1, 2)])["seconds"]
+    none = estimate.estimate("vgg19", LAYERS, [(4096, 10)], hw, "bf16", 1e12, tiles=[384],
+                             keep=[3])["seconds"]
+    assert tails < 0.9 * none
+
+
 def test_kept_graphs_count_only_beyond_the_first_stage_tile():
     """The kept graphs are freed before the first stage's backward pass builds its tile's
     graph, so they add to the peak only what exceeds that tile; every stage kept (the first
@@ -277,3 +320,38 @@ def test_a_tiled_run_through_the_cli(run_cli, image_files):
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["memory"]["tiles"] == [32] and rec["options"]["tile"] == 32
     assert rec["memory"]["keep"] == [0]
+
+
+def test_a_run_whose_budget_keeps_a_tail_compact(run_cli, image_files):
+    """A budget where the first stage's graph does not fit but its tail's masks do (found
+    with the planner itself): the run recomputes conv1_1-relu1_1 only, says so, records it,
+    and paints the same picture as with every stage's graph kept."""
+    import json
+
+    from PIL import Image
+
+    from impasto import estimate, image as imageio
+    with Image.open(image_files["content"]) as im:
+        hw = imageio.fit_size(im.height, im.width, 64)
+    layers = ["relu1_1", "relu3_1"]
+    budget = next((mb for mb in range(520, 900) if estimate.plan_memory(
+        "vgg19", layers, ["relu1_1"], [(64, 3)], hw, "fp32", mb * 2**20, 100,
+        tile=32)["compact"] == [(0,)]), None)
+    assert budget is not None
+    common = ("--size", "64", "--scales", "1", "--steps", "3", "--precision", "fp32", "--tile",
+              "32", "--style-layers", *layers, "--content-layers", "relu1_1", "--seed", "0")
+    out = image_files["out"] / "tails.png"
+    proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", out,
+                   "--max-memory", f"{budget}M", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert "conv1_2-pool2 kept as masks" in proc.stderr
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["memory"]["compact"] == [[0]] and rec["memory"]["keep"] == [1]
+    kept = image_files["out"] / "kept.png"
+    proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", kept,
+                   *common)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(kept.with_suffix(".json").read_text())["memory"]["keep"] == [0]
+    a = np.asarray(Image.open(out), dtype=np.float32)
+    b = np.asarray(Image.open(kept), dtype=np.float32)
+    assert np.abs(a - b).max() <= 2      # the same gradient, to float rounding

@@ -69,6 +69,8 @@ class PlanEvent:
     kept_from: list = field(default_factory=list)  # per tiled scale: the first layer whose
     # tiles' graphs are kept from the statistics pass (not recomputed), or None
     reuse: list = field(default_factory=list)  # per scale: whether its steps keep freed memory
+    compact_tails: list = field(default_factory=list)  # per scale: the stages' tails kept
+    # compact ("conv3_2-pool3": their masks, not recomputed), see ``compact``
     kind: str = "plan"
 
 
@@ -302,7 +304,8 @@ class Job:
                            info.get("available_bytes"), self.reads(), info.get("tiles", []),
                            info.get("history", 0), info.get("budget_bytes"),
                            info.get("step_seconds", []), info.get("deep_style_scale"),
-                           info.get("kept_from", []), info.get("reuse", [])))
+                           info.get("kept_from", []), info.get("reuse", []),
+                           info.get("compact_tails", [])))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,

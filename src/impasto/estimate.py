@@ -74,7 +74,7 @@ def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
 
 
 def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_hws=(),
-             tiles=None, keep=None) -> dict:
+             tiles=None, keep=None, compact=None) -> dict:
     """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run.
 
     ``style_hws``: the style images' sizes at full scale (``--size`` x ``--style-scale``). Their
@@ -89,9 +89,10 @@ def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_h
         peak = max(peak, BASE_BYTES + value_bytes * activation_elements(model, deepest, hw))
     tiles = tiles or [None] * len(plan)
     flops = 0.0
-    for (side, n), tile, k in zip(plan, tiles, keep or [None] * len(plan)):
+    for (side, n), tile, k, c in zip(plan, tiles, keep or [None] * len(plan),
+                                     compact or [None] * len(plan)):
         hw = imageio.fit_size(*aspect_hw, side)
-        extra = tile_geometry.work_factor(model, layers, hw, tile, k) if tile else 1.0
+        extra = tile_geometry.work_factor(model, layers, hw, tile, k, c or ()) if tile else 1.0
         flops += n * step_flops(model, deepest, hw) * extra
     return {"peak_bytes": peak, "flops": flops,
             "seconds": flops / throughput if throughput else None}
@@ -155,6 +156,11 @@ CPU_TILE = 384
 HISTORY_FLOOR = 20
 
 
+# The L-BFGS history a tiled scale keeps before the recomputed stages' compact tails take
+# what the budget leaves: with fewer than two entries L-BFGS is close to gradient descent.
+HISTORY_BEFORE_TAILS = 2
+
+
 # Steps that keep freed memory in the heap (``allocator.reusing_freed_memory``) hold their
 # activations' holes too. Fitted: one evaluation at 2048x1536 peaked at 10.4 GiB with reuse
 # against 7.4 without, 1.10x the model's count of its activations (1.05x at 1024x768).
@@ -176,7 +182,8 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
     rose 3.4 -> 6.1 GiB over its first six steps, and a converged run peaked at 7.0 GiB).
 
     Returns {"tiles": [tile px or None per scale], "keep": [the first stage whose graphs are
-    kept, per tiled scale, else None], "reuse": [bool per scale], "history": entries,
+    kept, per tiled scale, else None], "compact": [the recomputed stages whose tails are kept
+    compact, per tiled scale, else None], "reuse": [bool per scale], "history": entries,
     "peak_bytes": the estimated peak of the whole run}. Raises UserError when even the
     smallest tile does not fit, naming --max-memory."""
     from .errors import UserError
@@ -193,12 +200,18 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
                                 content_elements(model, content_layers, hw_full))
             keep = keep_from(model, layers, hw_full, CPU_TILE, precision,
                              budget - fixed - min(history, HISTORY_FLOOR) * entry)
-            room = max(0.0, budget - fixed - graph_bytes(model, layers, hw_full, CPU_TILE,
-                                                          precision, keep))
+            room = budget - fixed - graph_bytes(model, layers, hw_full, CPU_TILE, precision,
+                                                keep)
+            # the compact tails come before the history beyond HISTORY_BEFORE_TAILS entries:
+            # they are small (0.35 GiB at 4096x3072) and spare most of the recomputation left
+            room -= tile_geometry.compact_bytes(model, layers, hw_full, CPU_TILE, compact_from(
+                model, layers, hw_full, CPU_TILE, keep,
+                room - min(history, HISTORY_BEFORE_TAILS) * entry))
+            room = max(0.0, room)
         else:                   # at most half of what the budget leaves above the base
             room = max(0.0, (budget - BASE_BYTES) / 2)
         hist = max(1, min(history, int(room // entry)))
-    tiles, keeps, reuses, peak = [], [], [], 0.0
+    tiles, keeps, compacts, reuses, peak = [], [], [], [], 0.0
     value_bytes = 4.0 if precision == "fp32" else 2.0
     for side, _ in plan:
         hw = imageio.fit_size(*aspect_hw, side)
@@ -223,12 +236,16 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         tiles.append(chosen)
         if chosen is None:
             keeps.append(None)
+            compacts.append(None)
         else:
             fixed = history_bytes(hw, hist) + tiled_bytes(
                 model, layers, hw, chosen, precision, content_elements(model, content_layers, hw))
             keeps.append(keep_from(model, layers, hw, chosen, precision,
                                    -1.0 if budget is None else budget - fixed))
             graphs = graph_bytes(model, layers, hw, chosen, precision, keeps[-1])
+            compacts.append(compact_from(model, layers, hw, chosen, keeps[-1],
+                                         None if budget is None else budget - fixed - graphs))
+            graphs += tile_geometry.compact_bytes(model, layers, hw, chosen, compacts[-1])
             steps = fixed + graphs
             act = graphs + BYTES_PER_ACTIVATION[precision] * activation_elements(
                 model, first.names[-1], _window(geom, hw, chosen))
@@ -237,7 +254,8 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         reuses.append(reuse == "on" or (reuse == "auto" and chosen is None
                                          and (budget is None or held <= budget)))
         peak = max(peak, targets, held if reuses[-1] else steps)
-    return {"tiles": tiles, "keep": keeps, "reuse": reuses, "history": hist, "peak_bytes": peak}
+    return {"tiles": tiles, "keep": keeps, "compact": compacts, "reuse": reuses,
+            "history": hist, "peak_bytes": peak}
 
 
 def _window(geom, hw, tile):
@@ -276,6 +294,19 @@ def keep_from(model, layers, hw, tile, precision, room) -> int:
     n = len(tile_geometry.stages(model, layers))
     return next((k for k in range(n) if graph_bytes(model, layers, hw, tile, precision, k)
                  <= room), n)
+
+
+def compact_from(model, layers, hw, tile, keep, room) -> tuple:
+    """The stages, of those recomputed (before ``keep``, the last one aside), whose tails are
+    kept compact (see ``compact``): the deepest first (their tails spare the most
+    recomputation for their bytes) while they fit in ``room`` bytes (None: no limit)."""
+    chosen, used = [], 0.0
+    for k in reversed(range(min(keep, len(tile_geometry.stages(model, layers)) - 1))):
+        b = tile_geometry.compact_bytes(model, layers, hw, tile, (k,))
+        if room is None or used + b <= room:
+            chosen.append(k)
+            used += b
+    return tuple(sorted(chosen))
 
 
 def _largest_tile(model, layers, hw, geom, precision, budget, content_elems, side):

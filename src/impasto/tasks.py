@@ -301,7 +301,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             costs = step_costs(cfg, plan, aspect_src.shape[-2:], layers, memory, throughput)
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
                                  throughput, style_hws=style_hws, tiles=memory["tiles"],
-                                 keep=memory["keep"])
+                                 keep=memory["keep"], compact=memory.get("compact"))
         info["peak_bytes"] = memory["peak_bytes"]
         info["step_seconds"] = list(costs)
         if setup is None:
@@ -313,6 +313,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                  "precision": precision, "device": str(device),
                  "available_bytes": estimate.available_bytes(device), **info,
                  "tiles": memory["tiles"], "kept_from": _kept_from(cfg.model, layers, memory),
+                 "compact_tails": _compact_tails(cfg.model, layers, memory),
                  "reuse": memory["reuse"],
                  "history": memory["history"],
                  "budget_bytes": memory["budget_bytes"], "deep_style_scale": lowered})
@@ -352,7 +353,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             r.mask = None if r.mask is None else r.mask.to(device)
         tile = memory["tiles"][k]
         make = Objective if tile is None else functools.partial(
-            TiledObjective, tile=tile, keep_from=memory["keep"][k])
+            TiledObjective, tile=tile, keep_from=memory["keep"][k],
+            compact=(memory.get("compact") or [None] * len(plan))[k] or ())
         objective = make(
             net, content=None if c is None else c.to(device), regions=regs,
             content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
@@ -392,7 +394,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
                   [list(p) for p in plan],
-                  {k: memory[k] for k in ("tiles", "keep", "reuse", "history")})
+                  {k: memory.get(k) for k in ("tiles", "keep", "compact", "reuse", "history")})
 
 
 def _kept_from(model, layers, memory) -> list:
@@ -401,6 +403,15 @@ def _kept_from(model, layers, memory) -> list:
     sts = stages(model, layers) if any(memory["tiles"]) else []
     return [sts[k].names[0] if t and k is not None and k < len(sts) else None
             for t, k in zip(memory["tiles"], memory["keep"])]
+
+
+def _compact_tails(model, layers, memory) -> list:
+    """Per scale, the tails kept compact (see ``compact``), as "first-last" layer names."""
+    from .tile_geometry import split, stages
+    comp = memory.get("compact") or [None] * len(memory["tiles"])
+    sts = stages(model, layers) if any(memory["tiles"]) else []
+    return [[f"{sts[k].names[split(sts[k].names, set(layers))]}-{sts[k].names[-1]}"
+             for k in c] if t and c else [] for t, c in zip(memory["tiles"], comp)]
 
 
 def _at_scale(callback, index, side):

@@ -1,6 +1,7 @@
 """Where the tiles of a staged, tiled evaluation lie (see ``tiled``): the network cut into
 stages after pool2, pool3 and pool4, each stage's stride and margin, its tiles over its input
-map, and what a tiled step computes and keeps against an untiled one.
+map, and what a tiled step computes and keeps against an untiled one (kept graphs, compact
+tails).
 
 Pure geometry and arithmetic on the layer table: no tensors but the crops of ``interior``.
 """
@@ -104,15 +105,49 @@ def stage_tiles(stages_: list[Stage], tile: int) -> list[int]:
     return out
 
 
-def _conv_work(st: Stage) -> float:
-    """The stage's convolution multiply-adds per pixel of its input map."""
+def _conv_work(st: Stage, lo: int = 0, hi: int | None = None) -> float:
+    """The convolution multiply-adds per pixel of the stage's input map of its layers
+    ``names[lo:hi]`` (all of them by default)."""
     flops, s, cin = 0.0, 1, st.cin
-    for n, c in zip(st.names, st.channels):
+    for i, (n, c) in enumerate(zip(st.names, st.channels)):
         s *= 2 if n.startswith("pool") else 1
-        if n.startswith("conv"):
+        if n.startswith("conv") and lo <= i < (len(st.names) if hi is None else hi):
             flops += cin * c / s ** 2
         cin = c
     return flops
+
+
+def split(names, wanted) -> int:
+    """Where a stage's tail starts (see ``compact``): after the deepest of ``wanted`` among
+    its ``names`` (0, the whole stage, when it has none of them)."""
+    return max((i for i, n in enumerate(names) if n in wanted), default=-1) + 1
+
+
+def tail_bytes(st: Stage, cut: int, side: int, width: int) -> float:
+    """What stage ``st``'s tail (its layers from ``cut`` on) keeps compact for a window of
+    ``side`` x ``width`` input-map pixels: a bit per ReLU output, a byte per max pooling
+    output."""
+    total, s = 0.0, 1
+    for i, (n, c) in enumerate(zip(st.names, st.channels)):
+        s *= 2 if n.startswith("pool") else 1
+        if i < cut:
+            continue
+        if n.startswith("pool"):
+            total += c * (side // s) * (width // s)
+        elif n.startswith("relu"):
+            total += c * (side // s) * (width // s) / 8
+    return total
+
+
+def compact_bytes(model: str, layers, hw, tile: int, stages_: tuple) -> float:
+    """What the tails of ``stages_`` keep compact over all their tiles' windows."""
+    sts = stages(model, layers)
+    total = 0.0
+    for k, (st, (_, ts)) in enumerate(zip(sts, _stage_windows(sts, hw, tile))):
+        if k in stages_:
+            cut = split(st.names, set(layers))
+            total += sum(tail_bytes(st, cut, u.ty1 - u.ty0, u.tx1 - u.tx0) for u in ts)
+    return total
 
 
 def _stage_windows(sts, hw, tile):
@@ -124,17 +159,21 @@ def _stage_windows(sts, hw, tile):
     return out
 
 
-def work_factor(model: str, layers, hw, tile: int, keep_from: int | None = None) -> float:
+def work_factor(model: str, layers, hw, tile: int, keep_from: int | None = None,
+                compact=()) -> float:
     """How much more a tiled step computes than an untiled one: each stage's windows (interior
     and margins) against its map, weighted by its share of the convolutions, and a forward
     pass more for the global statistics in the stages whose graphs are not kept from it
-    (those before ``keep_from``; forward : backward is about 1 : 2, so 4/3 there)."""
+    (those before ``keep_from``; forward : backward is about 1 : 2, so 4/3 there), only in
+    their heads for the stages in ``compact`` (their tails are kept compact)."""
     sts = stages(model, layers)
     keep_from = len(sts) if keep_from is None else keep_from
     done = total = 0.0
     for k, (st, ((h, w), ts)) in enumerate(zip(sts, _stage_windows(sts, hw, tile))):
         windows = sum((u.ty1 - u.ty0) * (u.tx1 - u.tx0) for u in ts)
-        done += _conv_work(st) * windows * (4 / 3 if k < keep_from else 1.0)
+        cut = split(st.names, set(layers)) if k in compact else len(st.names)
+        extra = _conv_work(st, 0, cut) / 3 if k < keep_from else 0.0
+        done += (_conv_work(st) + extra) * windows
         total += _conv_work(st) * h * w
     return done / max(total, 1e-9)
 

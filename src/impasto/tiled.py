@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from . import backbones
+from . import compact as compact_tails
 from .allocator import release_memory
 from .errors import UserError
-from .tile_geometry import full_hw, interior, stage_tiles, stages, tiles
+from .tile_geometry import full_hw, interior, split, stage_tiles, stages, tiles
 from .layout import zeros_as
 from .losses import (StyleTarget, _normalised, self_product, self_product_grad, temporal_loss,
                      tv_loss)
@@ -48,7 +49,8 @@ class TiledObjective:
 
     TERMS = ("content", "style", "tv")
 
-    def __init__(self, backbone, *, tile: int, keep_from: int | None = None, content=None, regions=(), content_layers=(),
+    def __init__(self, backbone, *, tile: int, keep_from: int | None = None, compact=(),
+                 content=None, regions=(), content_layers=(),
                  content_layer_weights=None, style_layers=(), style_layer_weights=None,
                  style_stat, content_weight, style_weight, tv_weight, tv_norm,
                  temporal=None, temporal_weight=0.0):
@@ -76,7 +78,11 @@ class TiledObjective:
         # the stages from this one on keep their tiles' graphs from the statistics pass (the
         # memory plan decides, see estimate.plan_memory); the ones before it are recomputed
         self.keep_from = len(self.stages) if keep_from is None else keep_from
+        # of the stages recomputed, those whose tails (after their deepest layer read) are
+        # kept compact instead, so only their heads run again (see ``compact``)
+        self.compact = {k for k in compact if k < min(self.keep_from, len(self.stages) - 1)}
         self.strides = {n: backbones.stride(model, n) for n in self.layers}
+        self.cuts = [split(st.names, set(self.layers)) for st in self.stages]
         with torch.no_grad():
             self.content_targets = {}
             if self.content_layers:
@@ -121,16 +127,21 @@ class TiledObjective:
             if st.start > deepest:
                 break
             graph = keep and k >= self.keep_from
-            kept.append((x.shape, []) if graph else (x if keep else None, None))
             last = st.stop > deepest or k + 1 == len(self.stages)
+            tail = keep and not graph and not last and k in self.compact
+            kept.append((x.shape, [], None) if graph else
+                        (x if keep else None, None, [] if tail else None))
             want = [n for n in names if n in st.names] + ([] if last else [st.names[-1]])
             out = None
             for t in self._windows(k, x):
                 xt = x[..., t.ty0:t.ty1, t.tx0:t.tx1]
                 if graph:
                     xt = xt.detach().requires_grad_(True)
-                with torch.set_grad_enabled(graph):
-                    feats = self.net.segment(xt, st.start, st.stop, want)
+                if tail:
+                    feats = self._head_and_tail(k, xt, want, kept[-1][2])
+                else:
+                    with torch.set_grad_enabled(graph):
+                        feats = self.net.segment(xt, st.start, st.stop, want)
                 if graph:
                     kept[-1][1].append((t, xt, feats))
                 for n in names:
@@ -145,6 +156,22 @@ class TiledObjective:
                     out[..., fy0:fy1, fx0:fx1] = part
             x = out
         return kept
+
+    def _head_and_tail(self, k, xt, want, tails):
+        """Stage ``k`` on one tile without autograd: its head (up to its deepest layer the
+        objective reads) as usual, its tail by ``compact.forward``, whose record of the
+        tail's masks and pooling choices is appended to ``tails``."""
+        st, cut = self.stages[k], self.cuts[k]
+        head = [n for n in want if n in st.names[:cut]]
+        h, feats = xt, {}
+        if cut:
+            feats = self.net.segment(xt, st.start, st.start + cut, head + [st.names[cut - 1]])
+            h = feats[st.names[cut - 1]] if st.names[cut - 1] in head else \
+                feats.pop(st.names[cut - 1])
+        out, saved = compact_tails.forward(self.net, h, st.start + cut, st.stop)
+        tails.append((saved, tuple(out.shape), out.dtype))
+        feats[st.names[-1]] = out
+        return feats
 
     def _maps(self, image, names):
         """Whole feature maps of ``names``, assembled from tile interiors (no autograd)."""
@@ -266,7 +293,7 @@ class TiledObjective:
         lmasks = self._layer_masks([self.masks[i] for i in active], hw)
         g_out = None
         for k in reversed(range(len(kept))):
-            st, (src, graphs) = self.stages[k], kept[k]
+            st, (src, graphs, tails) = self.stages[k], kept[k]
             want = [n for n in self.layers if n in st.names]
             if g_out is not None and st.names[-1] not in want:
                 want.append(st.names[-1])
@@ -276,9 +303,13 @@ class TiledObjective:
                                                       for t in self._windows(k, src)]
             while todo:      # popped, so that a kept tile's graph is freed once it is used
                 t, xt, feats = todo.pop()
+                g_head = None   # a compact tail's gradient at the head's output
                 if xt is None:
                     xt = src[..., t.ty0:t.ty1, t.tx0:t.tx1].detach().clone().requires_grad_(True)
-                    feats = self.net.segment(xt, st.start, st.stop, want)
+                    if tails is not None:
+                        g_head, feats = self._tail_backward(k, t, xt, tails.pop(), g_out, want)
+                    else:
+                        feats = self.net.segment(xt, st.start, st.stop, want)
                 outs, grads = [], []    # each wanted map's interior and its gradient
                 for n in want:
                     if n not in feats:      # not asked for in the statistics pass
@@ -300,15 +331,46 @@ class TiledObjective:
                         interior(full, t, step)[0].copy_(g)
                         outs.append(feats[n])
                         grads.append(full)
+                cut = self.cuts[k]
+                if g_head is not None and cut:     # into the head's last map
+                    n = st.names[cut - 1]
+                    if any(o is feats[n] for o in outs):
+                        i = next(i for i, o in enumerate(outs) if o is feats[n])
+                        grads[i] = grads[i] + g_head
+                    else:
+                        outs.append(feats[n])
+                        grads.append(g_head)
+                g_tile = g_head if g_head is not None and not cut else None
                 if outs:
                     torch.autograd.backward(outs, grads)
+                    g_tile = xt.grad if g_tile is None else g_tile + xt.grad
+                if g_tile is not None:
                     if g_in is None:
-                        g_in = zeros_as(xt.grad, shape, torch.float32)
-                    g_in[..., t.ty0:t.ty1, t.tx0:t.tx1] += xt.grad
+                        g_in = zeros_as(g_tile, shape, torch.float32)
+                    g_in[..., t.ty0:t.ty1, t.tx0:t.tx1] += g_tile
                 del feats, xt
             g_out = g_in if g_in is not None else torch.zeros(shape, device=x.device)
             kept[k] = None
         return g_out
+
+    def _tail_backward(self, k, t, xt, record, g_out, want):
+        """For a tile of stage ``k`` whose tail was kept compact: the gradient at its head's
+        output (at its input ``xt`` when the head is empty) from the gradient the stage's
+        output received, and the head recomputed with autograd."""
+        st, cut = self.stages[k], self.cuts[k]
+        saved, shape, dtype = record
+        g = torch.zeros(shape, dtype=dtype, device=xt.device)
+        if getattr(self.net, "channels_last", False):
+            g = g.contiguous(memory_format=torch.channels_last)
+        if g_out is not None:
+            part, box = interior(g, t, st.geom.stride)
+            part.copy_(_crop(g_out, box))
+        g_head = compact_tails.backward(g, saved)
+        if not cut:
+            return g_head, {}
+        head = [n for n in want if n in st.names[:cut]]
+        return g_head, self.net.segment(xt, st.start, st.start + cut,
+                                        head + [st.names[cut - 1]])
 
     def _style_grad(self, n, f, box, lmasks, dgram, dmean, hw):
         """∂/∂f of Σ_regions style_weight (⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩) / norm, written

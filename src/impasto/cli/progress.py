@@ -81,9 +81,11 @@ def print_plan(plan, show_reads=False, stream=None):
     h, w = plan.output_hw
     tiles = plan.tiles or [None] * len(plan.schedule)
     kept = plan.kept_from or [None] * len(plan.schedule)
+    tails = plan.compact_tails or [[]] * len(plan.schedule)
     scales = " -> ".join(f"{side}px x{n}" + (f" (tiles of {t}px" + (
-        f", {k} and deeper not recomputed" if k else "") + ")" if t else "")
-        for (side, n), t, k in zip(plan.schedule, tiles, kept))
+        f", {k} and deeper not recomputed" if k else "") + (
+        f", {' and '.join(c)} kept as masks" if c else "") + ")" if t else "")
+        for (side, n), t, k, c in zip(plan.schedule, tiles, kept, tails))
     line = (f"impasto: {w}x{h} output, scales {scales}, {plan.precision} on {plan.device}; "
             f"estimated peak memory {plan.peak_bytes / 2**30:.1f} GiB")
     if any(tiles) or (plan.budget_bytes and plan.history and plan.history < 100):

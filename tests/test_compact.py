@@ -1,0 +1,62 @@
+"""A stage's tail kept compact (ReLU masks as bits, max pooling's choices as bytes) gives the
+gradient autograd gives through the same layers, in float32 and bfloat16, on maps whose
+sides are odd (the pooling drops the last row and column)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from impasto import compact
+
+
+def test_bits_round_trip():
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(2, 24, 5, 7, generator=g) > 0.5).contiguous(
+        memory_format=torch.channels_last)
+    bits = compact.pack(mask)
+    assert bits.dtype == torch.uint8 and bits.shape == (2, 5, 7, 3)
+    back = compact.unpack(bits)
+    assert back.shape == mask.shape and torch.equal(back.bool(), mask)
+    # in the contiguous layout too
+    assert torch.equal(compact.unpack(compact.pack(mask.contiguous())).bool(), mask)
+
+
+@pytest.fixture(scope="module")
+def nets(vgg19):
+    """The real VGG19 in float32 and under bfloat16 autocast, channels_last as runs have it,
+    and in float32 with average pooling (``--pooling avg``)."""
+    avg = copy.deepcopy(vgg19).set_precision(None)
+    avg.pooling = "avg"
+    return {torch.float32: copy.deepcopy(vgg19).set_precision(None),
+            torch.bfloat16: copy.deepcopy(vgg19).set_precision(torch.bfloat16), "avg": avg}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, "avg"])
+@pytest.mark.parametrize("first,last,hw", [("conv3_2", "pool3", (13, 11)),
+                                            ("relu4_2", "pool4", (9, 10)),
+                                            ("conv2_1", "pool2", (12, 15))])
+def test_the_tail_gradient_is_autograds(nets, dtype, first, last, hw):
+    net = nets[dtype]
+    start, stop = net.names.index(first), net.names.index(last) + 1
+    cin = net.convs[first].in_channels if first.startswith("conv") else \
+        net.convs[first.replace("relu", "conv")].out_channels
+    g = torch.Generator().manual_seed(1)
+    # the previous layer's output: a ReLU's, zeros included (ties at 0 in the pooling)
+    x = torch.relu(torch.randn(1, cin, *hw, generator=g)).to(
+        torch.float32 if dtype == "avg" else dtype).contiguous(
+        memory_format=torch.channels_last)
+    leaf = x.clone().requires_grad_(True)
+    ref = net.segment(leaf, start, stop, [last])[last]
+    out, saved = compact.forward(net, x, start, stop)
+    assert torch.equal(out, ref.detach())
+    gout = torch.randn(ref.shape, generator=g).to(ref.dtype)
+    ref.backward(gout)
+    got = compact.backward(gout, saved)
+    assert saved == []
+    assert got.shape == x.shape
+    scale = leaf.grad.float().abs().max()
+    assert scale > 0
+    err = (got.float() - leaf.grad.float()).abs().max() / scale
+    assert err < (1e-2 if dtype == torch.bfloat16 else 1e-6), err
