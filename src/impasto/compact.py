@@ -117,3 +117,67 @@ def backward(g: torch.Tensor, saved) -> torch.Tensor:
                 g = _conv_input_grad(g.contiguous(memory_format=torch.channels_last), weight,
                                      shape)
     return g
+
+
+# ----------------------------------------------------------------------------- whole maps
+class Store:
+    """A stage's tail records for all its tiles, kept as whole maps: each tile writes its
+    interior (exact there, as the tiled features are), and the backward pass reads any
+    tile's window back. A window's positions that reach its interior are exact too (a tile's
+    margin holds their receptive field), so the whole-map masks are the ones the tile's own
+    forward pass computed wherever the gradient goes. One block per layer, allocated at the
+    first tile: per-tile pieces interleaved with the tiles' short-lived maps fragmented the
+    heap (0.65 GiB more peak RSS at 4096x3072 against the 0.19 GiB they hold)."""
+
+    def __init__(self, scale: int, hw):
+        self.scale, self.hw = scale, tuple(hw)   # the tail's input stride; the stage's map
+        self.maps, self.records = None, []
+
+    def _layers(self, kinds):
+        """Each record's stride: its output's (a pooling's code is at its output's)."""
+        s = self.scale
+        for kind in kinds:
+            s *= 2 if kind == "pool" else 1
+            yield s
+
+    def put(self, tile, saved, out) -> None:
+        """Tile ``tile``'s record (``forward``'s ``saved``; ``out`` its output)."""
+        from .tile_geometry import full_hw
+        if self.maps is None:
+            self.maps = []
+            for (kind, _, _, data), s in zip(saved, self._layers(k for k, *_ in saved)):
+                if data is None:
+                    self.maps.append(None)
+                elif kind == "pool":
+                    self.maps.append(data.new_zeros(*data.shape[:2], *full_hw(*self.hw, s)))
+                else:
+                    self.maps.append(data.new_zeros(data.shape[0], *full_hw(*self.hw, s),
+                                                    data.shape[-1]))
+        for (kind, _, _, data), s, m in zip(saved, self._layers(k for k, *_ in saved),
+                                            self.maps):
+            if data is None:
+                continue
+            (fy0, fy1), (fx0, fx1), (oy, ox) = tile.at(s)
+            if kind == "pool":
+                m[..., fy0:fy1, fx0:fx1] = data[..., oy:oy + fy1 - fy0, ox:ox + fx1 - fx0]
+            else:
+                m[:, fy0:fy1, fx0:fx1] = data[:, oy:oy + fy1 - fy0, ox:ox + fx1 - fx0]
+        self.records.append(([(kind, w, shape) for kind, w, shape, _ in saved],
+                             tuple(out.shape), out.dtype))
+
+    def take(self, tile):
+        """The last tile's record (tiles are taken back in reverse order), read for its
+        window: (``saved`` for ``backward``, the output's shape and dtype)."""
+        layers, shape, dtype = self.records.pop()
+        saved = []
+        for (kind, w, in_shape), s, m in zip(layers, self._layers(k for k, *_ in layers),
+                                             self.maps):
+            data = None
+            if m is not None:
+                y0, x0 = tile.ty0 // s, tile.tx0 // s
+                if kind == "pool":
+                    data = m[..., y0:y0 + in_shape[-2] // 2, x0:x0 + in_shape[-1] // 2]
+                else:
+                    data = m[:, y0:y0 + in_shape[-2], x0:x0 + in_shape[-1]]
+            saved.append((kind, w, in_shape, data))
+        return saved, shape, dtype

@@ -129,8 +129,10 @@ class TiledObjective:
             graph = keep and k >= self.keep_from
             last = st.stop > deepest or k + 1 == len(self.stages)
             tail = keep and not graph and not last and k in self.compact
+            scale = 2 ** sum(n.startswith("pool") for n in st.names[:self.cuts[k]])
             kept.append((x.shape, [], None) if graph else
-                        (x if keep else None, None, [] if tail else None))
+                        (x if keep else None, None,
+                         compact_tails.Store(scale, x.shape[-2:]) if tail else None))
             want = [n for n in names if n in st.names] + ([] if last else [st.names[-1]])
             out = None
             for t in self._windows(k, x):
@@ -138,7 +140,7 @@ class TiledObjective:
                 if graph:
                     xt = xt.detach().requires_grad_(True)
                 if tail:
-                    feats = self._head_and_tail(k, xt, want, kept[-1][2])
+                    feats = self._head_and_tail(k, t, xt, want, kept[-1][2])
                 else:
                     with torch.set_grad_enabled(graph):
                         feats = self.net.segment(xt, st.start, st.stop, want)
@@ -157,10 +159,10 @@ class TiledObjective:
             x = out
         return kept
 
-    def _head_and_tail(self, k, xt, want, tails):
-        """Stage ``k`` on one tile without autograd: its head (up to its deepest layer the
+    def _head_and_tail(self, k, t, xt, want, store):
+        """Stage ``k`` on tile ``t`` without autograd: its head (up to its deepest layer the
         objective reads) as usual, its tail by ``compact.forward``, whose record of the
-        tail's masks and pooling choices is appended to ``tails``."""
+        tail's masks and pooling choices goes to ``store``."""
         st, cut = self.stages[k], self.cuts[k]
         head = [n for n in want if n in st.names[:cut]]
         h, feats = xt, {}
@@ -169,7 +171,7 @@ class TiledObjective:
             h = feats[st.names[cut - 1]] if st.names[cut - 1] in head else \
                 feats.pop(st.names[cut - 1])
         out, saved = compact_tails.forward(self.net, h, st.start + cut, st.stop)
-        tails.append((saved, tuple(out.shape), out.dtype))
+        store.put(t, saved, out)
         feats[st.names[-1]] = out
         return feats
 
@@ -307,7 +309,8 @@ class TiledObjective:
                 if xt is None:
                     xt = src[..., t.ty0:t.ty1, t.tx0:t.tx1].detach().clone().requires_grad_(True)
                     if tails is not None:
-                        g_head, feats = self._tail_backward(k, t, xt, tails.pop(), g_out, want)
+                        g_head, feats = self._tail_backward(k, t, xt, tails.take(t), g_out,
+                                                            want)
                     else:
                         feats = self.net.segment(xt, st.start, st.stop, want)
                 outs, grads = [], []    # each wanted map's interior and its gradient
