@@ -337,12 +337,12 @@ class TiledObjective:
                 cut = self.cuts[k]
                 if g_head is not None and cut:     # into the head's last map
                     n = st.names[cut - 1]
-                    if any(o is feats[n] for o in outs):
-                        i = next(i for i, o in enumerate(outs) if o is feats[n])
-                        grads[i] = grads[i] + g_head
-                    else:
+                    i = next((i for i, o in enumerate(outs) if o is feats[n]), None)
+                    if i is None:
                         outs.append(feats[n])
                         grads.append(g_head)
+                    else:
+                        grads[i] = grads[i] + g_head
                 g_tile = g_head if g_head is not None and not cut else None
                 if outs:
                     torch.autograd.backward(outs, grads)
