@@ -4,14 +4,14 @@ A tiled evaluation that cannot keep a stage's autograd graph recomputes the stag
 backward pass (``tiled``). Most of that recomputation is not needed: below the deepest layer
 the objective reads in a stage (relu3_1 in conv3_1 .. pool3), the backward pass needs only
 which ReLU outputs were positive and which position each max pooling chose (nothing for an
-average pooling), not the maps.
-The tail is the stage's layers after that layer (``tile_geometry.split``). The statistics pass records, per tile, each
-tail ReLU's mask as bits (one bit an activation, where autograd keeps the bf16 output: 16x
-less) and each max pooling's choice as a byte (0-3 within its 2x2 window, where autograd
-keeps int64 indices: 8x less); the backward pass recomputes only the head (up to that
-layer) and runs the tail's gradient by hand: max unpooling from the codes, the masks, and
-each convolution's input gradient (the same oneDNN call autograd makes). The gradient is the
-one autograd computes (tests/test_compact.py).
+average pooling), not the maps. The tail is the stage's layers after that layer
+(``tile_geometry.split``). The statistics pass records each tail ReLU's mask as bits (one bit
+an activation, where autograd keeps the bf16 output: 16x less) and each max pooling's choice
+as a byte (0-3 within its 2x2 window, where autograd keeps int64 indices: 8x less), in whole
+maps (``Store``); the backward pass recomputes only the head (up to that layer) and runs the
+tail's gradient by hand: max unpooling from the codes, the masks, and each convolution's
+input gradient (the same oneDNN call autograd makes). The gradient is the one autograd
+computes (tests/test_compact.py).
 
 At 4096x3072 in tiles of 384 px, with the default layers, the tails of blocks 3 and 4 take
 0.19 GiB kept this way (``tile_geometry.compact_bytes``), against about 3.6 GiB as autograd
@@ -131,21 +131,16 @@ class Store:
 
     def __init__(self, scale: int, hw):
         self.scale, self.hw = scale, tuple(hw)   # the tail's input stride; the stage's map
-        self.maps, self.records = None, []
-
-    def _layers(self, kinds):
-        """Each record's stride: its output's (a pooling's code is at its output's)."""
-        s = self.scale
-        for kind in kinds:
-            s *= 2 if kind == "pool" else 1
-            yield s
+        self.maps, self.strides, self.records = None, None, []
 
     def put(self, tile, saved, out) -> None:
         """Tile ``tile``'s record (``forward``'s ``saved``; ``out`` its output)."""
         from .tile_geometry import full_hw
-        if self.maps is None:
-            self.maps = []
-            for (kind, _, _, data), s in zip(saved, self._layers(k for k, *_ in saved)):
+        if self.maps is None:       # each record's stride: its output's (a pooling's code
+            self.maps, self.strides, s = [], [], self.scale     # is at its output's)
+            for kind, _, _, data in saved:
+                s *= 2 if kind == "pool" else 1
+                self.strides.append(s)
                 if data is None:
                     self.maps.append(None)
                 elif kind == "pool":
@@ -153,8 +148,7 @@ class Store:
                 else:
                     self.maps.append(data.new_zeros(data.shape[0], *full_hw(*self.hw, s),
                                                     data.shape[-1]))
-        for (kind, _, _, data), s, m in zip(saved, self._layers(k for k, *_ in saved),
-                                            self.maps):
+        for (kind, _, _, data), s, m in zip(saved, self.strides, self.maps):
             if data is None:
                 continue
             (fy0, fy1), (fx0, fx1), (oy, ox) = tile.at(s)
@@ -170,8 +164,7 @@ class Store:
         window: (``saved`` for ``backward``, the output's shape and dtype)."""
         layers, shape, dtype = self.records.pop()
         saved = []
-        for (kind, w, in_shape), s, m in zip(layers, self._layers(k for k, *_ in layers),
-                                             self.maps):
+        for (kind, w, in_shape), s, m in zip(layers, self.strides, self.maps):
             data = None
             if m is not None:
                 y0, x0 = tile.ty0 // s, tile.tx0 // s

@@ -124,10 +124,15 @@ def tiled_bytes(model, layers, hw, tile, precision, content_elems) -> float:
     (the later stages' tiles hold no more), the whole maps the stages keep between them, plus
     the image-sized tensors every step keeps (image, gradient, best image, the optimiser's own
     vectors) and the content targets, in float32."""
+    return (BASE_BYTES + _first_tile_bytes(model, layers, hw, tile, precision)
+            + _image_bytes(model, layers, hw, content_elems))
+
+
+def _first_tile_bytes(model, layers, hw, tile, precision) -> float:
+    """The network's first stage on one tile with its margins, with its graph."""
     first = tile_geometry.stages(model, layers)[0]
-    return (BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(
+    return BYTES_PER_ACTIVATION[precision] * activation_elements(
         model, first.names[-1], _window(first.geom, hw, tile))
-        + _image_bytes(model, layers, hw, content_elems))
 
 
 # Image-sized float32 tensors alive at a tiled step's peak: the image, its gradient, the best
@@ -247,8 +252,7 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
                                          None if budget is None else budget - fixed - graphs))
             graphs += tile_geometry.compact_bytes(model, layers, hw, chosen, compacts[-1])
             steps = fixed + graphs
-            act = graphs + BYTES_PER_ACTIVATION[precision] * activation_elements(
-                model, first.names[-1], _window(geom, hw, chosen))
+            act = graphs + _first_tile_bytes(model, layers, hw, chosen, precision)
             targets = fixed
         held = steps + (REUSE_FACTOR - 1) * act
         reuses.append(reuse == "on" or (reuse == "auto" and chosen is None
@@ -281,10 +285,9 @@ def graph_bytes(model, layers, hw, tile, precision, keep) -> float:
     graphs = GRAPH_BYTES[precision] * tile_geometry.graph_elements(model, layers, hw, tile, keep)
     if not graphs:
         return 0.0
-    first = tile_geometry.stages(model, layers)[0]
-    tile_act = BYTES_PER_ACTIVATION[precision] * activation_elements(
-        model, first.names[-1], _window(first.geom, hw, tile))
-    return max(0.0, graphs - tile_act) if keep > 0 else graphs
+    if keep == 0:
+        return graphs
+    return max(0.0, graphs - _first_tile_bytes(model, layers, hw, tile, precision))
 
 
 def keep_from(model, layers, hw, tile, precision, room) -> int:

@@ -301,7 +301,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
             costs = step_costs(cfg, plan, aspect_src.shape[-2:], layers, memory, throughput)
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
                                  throughput, style_hws=style_hws, tiles=memory["tiles"],
-                                 keep=memory["keep"], compact=memory.get("compact"))
+                                 keep=memory["keep"], compact=memory["compact"])
         info["peak_bytes"] = memory["peak_bytes"]
         info["step_seconds"] = list(costs)
         if setup is None:
@@ -354,7 +354,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         tile = memory["tiles"][k]
         make = Objective if tile is None else functools.partial(
             TiledObjective, tile=tile, keep_from=memory["keep"][k],
-            compact=(memory.get("compact") or [None] * len(plan))[k] or ())
+            compact=memory["compact"][k] or ())
         objective = make(
             net, content=None if c is None else c.to(device), regions=regs,
             content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
@@ -394,7 +394,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
                   [list(p) for p in plan],
-                  {k: memory.get(k) for k in ("tiles", "keep", "compact", "reuse", "history")})
+                  {k: memory[k] for k in ("tiles", "keep", "compact", "reuse", "history")})
 
 
 def _kept_from(model, layers, memory) -> list:
@@ -408,10 +408,9 @@ def _kept_from(model, layers, memory) -> list:
 def _compact_tails(model, layers, memory) -> list:
     """Per scale, the tails kept compact (see ``compact``), as "first-last" layer names."""
     from .tile_geometry import split, stages
-    comp = memory.get("compact") or [None] * len(memory["tiles"])
     sts = stages(model, layers) if any(memory["tiles"]) else []
     return [[f"{sts[k].names[split(sts[k].names, set(layers))]}-{sts[k].names[-1]}"
-             for k in c] if t and c else [] for t, c in zip(memory["tiles"], comp)]
+             for k in c] if t and c else [] for t, c in zip(memory["tiles"], memory["compact"])]
 
 
 def _at_scale(callback, index, side):

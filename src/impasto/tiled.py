@@ -164,12 +164,10 @@ class TiledObjective:
         objective reads) as usual, its tail by ``compact.forward``, whose record of the
         tail's masks and pooling choices goes to ``store``."""
         st, cut = self.stages[k], self.cuts[k]
-        head = [n for n in want if n in st.names[:cut]]
-        h, feats = xt, {}
+        feats, h = self._head(k, xt, want), xt
         if cut:
-            feats = self.net.segment(xt, st.start, st.start + cut, head + [st.names[cut - 1]])
-            h = feats[st.names[cut - 1]] if st.names[cut - 1] in head else \
-                feats.pop(st.names[cut - 1])
+            last = st.names[cut - 1]
+            h = feats[last] if last in want else feats.pop(last)
         out, saved = compact_tails.forward(self.net, h, st.start + cut, st.stop)
         store.put(t, saved, out)
         feats[st.names[-1]] = out
@@ -360,7 +358,7 @@ class TiledObjective:
         """For a tile of stage ``k`` whose tail was kept compact: the gradient at its head's
         output (at its input ``xt`` when the head is empty) from the gradient the stage's
         output received, and the head recomputed with autograd."""
-        st, cut = self.stages[k], self.cuts[k]
+        st = self.stages[k]
         saved, shape, dtype = record
         g = torch.zeros(shape, dtype=dtype, device=xt.device)
         if getattr(self.net, "channels_last", False):
@@ -368,12 +366,16 @@ class TiledObjective:
         if g_out is not None:
             part, box = interior(g, t, st.geom.stride)
             part.copy_(_crop(g_out, box))
-        g_head = compact_tails.backward(g, saved)
+        return compact_tails.backward(g, saved), self._head(k, xt, want)
+
+    def _head(self, k, xt, want):
+        """Stage ``k``'s head (its layers up to the tail, see ``compact``) on ``xt``: the
+        maps of ``want`` in it and of its last layer; {} when the head is empty."""
+        st, cut = self.stages[k], self.cuts[k]
         if not cut:
-            return g_head, {}
+            return {}
         head = [n for n in want if n in st.names[:cut]]
-        return g_head, self.net.segment(xt, st.start, st.start + cut,
-                                        head + [st.names[cut - 1]])
+        return self.net.segment(xt, st.start, st.start + cut, head + [st.names[cut - 1]])
 
     def _style_grad(self, n, f, box, lmasks, dgram, dmean, hw):
         """∂/∂f of Σ_regions style_weight (⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩) / norm, written
