@@ -63,13 +63,17 @@ def run(size, scales, steps, args, out_dir, budget=None):
         work = tile_geometry.work_factor("vgg19", default_layers(), (h, w), tiles[top],
                                          (memory.get("keep") or [None] * (top + 1))[top],
                                          (memory.get("compact") or [None] * (top + 1))[top]
+                                         or (), (memory.get("early") or [None] * (top + 1))[top]
                                          or ())
     mode = "single-scale" if scales == 1 else "coarse-to-fine"
     if budget:
         mode += f", --max-memory {budget}, tiles " + "/".join(str(t or "-") for t in tiles)
         comp = (memory.get("compact") or [None] * (top + 1))[top]
+        early = (memory.get("early") or [None] * (top + 1))[top]
         if comp:
             mode += ", tails of stages " + "/".join(map(str, comp)) + " kept compact"
+        if early:
+            mode += " (" + "/".join(map(str, early)) + " from their start)"
     return {"size": size, "mode": mode, "flops": step_flops(rec_hw(out)),
             "schedule": " + ".join(f"{n}@{s}" for s, n in rec["schedule"]),
             "wall": wall, "s_step": statistics.median(times) if times else float("nan"),

@@ -11,7 +11,8 @@ is what tile_geometry.work_factor says the configuration computes against an unt
 its network does not fit (4096 px).
 "keep K" keeps the graphs of the stages from K on (0: every stage, 4: none, the old way);
 "K/12" also keeps the tails of stages 1 and 2 compact (see impasto.compact), so only their
-heads are recomputed.
+heads are recomputed; "K/012/2" starts stage 2's tail early (tile_geometry.early_cut: the maps
+it reads kept whole, nothing of it recomputed).
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ def one(args):
     if args.one == "untiled":
         obj = Objective(net, **kw)
     else:
-        tile, keep, comp = parse(args.one)
-        obj = tiled.TiledObjective(net, tile=tile, keep_from=keep, compact=comp, **kw)
+        tile, keep, comp, early = parse(args.one)
+        obj = tiled.TiledObjective(net, tile=tile, keep_from=keep, compact=comp, early=early,
+                                   **kw)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
     with allocator.reusing_freed_memory(on):
         times, loss, grad = evaluate(obj, x, args.repeats + 1)
@@ -64,11 +66,13 @@ def evaluate(obj, x, n):
 
 
 def parse(config):
-    """"TILE:KEEP" or "TILE:KEEP/STAGES" (the recomputed stages whose tails are kept compact,
-    as digits: "384:3/12") -> (tile, keep_from, compact stages)."""
+    """"TILE:KEEP", "TILE:KEEP/STAGES" (the recomputed stages whose tails are kept compact,
+    as digits: "384:3/12") or "TILE:KEEP/STAGES/EARLY" (those of them whose tails start
+    early) -> (tile, keep_from, compact stages, early stages)."""
     tile, rest = config.split(":")
-    keep, _, comp = rest.partition("/")
-    return int(tile), int(keep), tuple(int(c) for c in comp)
+    keep, comp, early = (rest.split("/") + ["", ""])[:3]
+    return (int(tile), int(keep), tuple(int(c) for c in comp),
+            tuple(int(c) for c in early))
 
 
 def main(argv=None):
@@ -79,7 +83,8 @@ def main(argv=None):
     p.add_argument("--tiles", default="384", help="tile sizes, comma-separated")
     p.add_argument("--keep", default="4,2,1,0",
                    help="keep_from values, comma-separated; K/STAGES also keeps the tails of "
-                        "those recomputed stages compact (3/12: stages 1 and 2)")
+                        "those recomputed stages compact (3/12: stages 1 and 2); K/STAGES/EARLY "
+                        "starts those tails early (3/012/2)")
     p.add_argument("--precision", default="fp32", help="fp32, bf16, fp16 or auto")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--reuse-memory", choices=("on", "off"), default="on",
@@ -135,10 +140,11 @@ def main(argv=None):
         if c == "untiled":
             name, work = "untiled", 1.0
         else:
-            t, k, comp = parse(c)
+            t, k, comp, early = parse(c)
             name = f"tiles of {t} px, graphs kept from stage {k}" + (
-                f", tails of stages {'/'.join(map(str, comp))} kept compact" if comp else "")
-            work = tile_geometry.work_factor("vgg19", layers, hw, t, k, comp)
+                f", tails of stages {'/'.join(map(str, comp))} kept compact" if comp else "") + (
+                f" ({'/'.join(map(str, early))} from their start)" if early else "")
+            work = tile_geometry.work_factor("vgg19", layers, hw, t, k, comp, early)
         speedup = f"{base['seconds'] / r['seconds']:.2f}x" if base else ""
         diff = f"{abs(r['loss'] - base['loss']) / abs(base['loss']):.1e}" if base else ""
         share = flops / r["seconds"] / calib

@@ -49,7 +49,8 @@ def test_the_tail_gradient_is_autograds(nets, dtype, first, last, hw):
         memory_format=torch.channels_last)
     leaf = x.clone().requires_grad_(True)
     ref = net.segment(leaf, start, stop, [last])[last]
-    out, saved = compact.forward(net, x, start, stop)
+    out, saved, read = compact.forward(net, x, start, stop)
+    assert read == {}
     assert torch.equal(out, ref.detach())
     gout = torch.randn(ref.shape, generator=g).to(ref.dtype)
     ref.backward(gout)
@@ -60,3 +61,44 @@ def test_the_tail_gradient_is_autograds(nets, dtype, first, last, hw):
     assert scale > 0
     err = (got.float() - leaf.grad.float()).abs().max() / scale
     assert err < (1e-2 if dtype == torch.bfloat16 else 1e-6), err
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("first,last,reads,hw", [
+    ("conv1_2", "pool2", ["relu2_1"], (18, 22)),              # the first stage's early tail
+    ("conv4_1", "pool4", ["relu4_1", "conv4_2"], (9, 10)),    # a conv read: not fused
+    ("conv3_1", "pool3", ["relu3_1", "pool3"], (13, 11))])    # the output itself read
+def test_the_tail_gradient_with_layers_read_in_it_is_autograds(nets, dtype, first, last, reads,
+                                                               hw):
+    """A tail that starts before layers the objective reads (``tiled``'s early tails) keeps
+    their maps and adds their loss gradient where the backward pass reaches them: the
+    gradient of ⟨gout, out⟩ + Σ ⟨w_n, f_n⟩ that autograd computes through the same layers."""
+    net = nets[dtype]
+    start, stop = net.names.index(first), net.names.index(last) + 1
+    cin = net.convs[first].in_channels
+    g = torch.Generator().manual_seed(2)
+    x = torch.relu(torch.randn(1, cin, *hw, generator=g)).to(dtype).contiguous(
+        memory_format=torch.channels_last)
+    leaf = x.clone().requires_grad_(True)
+    ref = net.segment(leaf, start, stop, reads + [last])
+    out, saved, read = compact.forward(net, x, start, stop, reads)
+    assert torch.equal(out, ref[last].detach())
+    assert sorted(read) == sorted(reads)
+    for n in reads:
+        assert torch.allclose(read[n].float(), ref[n].detach().float(), rtol=1e-2, atol=1e-2)
+    weights = {n: torch.randn(ref[n].shape, generator=g) for n in reads}
+    gout = torch.randn(ref[last].shape, generator=g).to(ref[last].dtype)
+    total = (ref[last].float() * gout.float()).sum() + sum(
+        (ref[n].float() * weights[n]).sum() for n in reads)
+    total.backward()
+    seen = []
+
+    def read_grad(n, f):
+        seen.append(n)
+        assert f is read[n]
+        return weights[n].to(f.dtype)
+    got = compact.backward(gout, saved, read_grad)
+    assert sorted(seen) == sorted(reads) and saved == []
+    scale = leaf.grad.float().abs().max()
+    err = (got.float() - leaf.grad.float()).abs().max() / scale
+    assert err < (2e-2 if dtype == torch.bfloat16 else 1e-5), err

@@ -50,13 +50,15 @@ def test_shallow_layers_match_with_tiles_that_do_not_divide_the_image(vgg19, til
     assert_same(*both(vgg19, tile, x, **kw))
 
 
-@pytest.mark.parametrize("keep_from,compact", [(None, ()), (2, ()), (0, ()), (None, (0, 1, 2)),
-                                               (3, (1,))])
-def test_deep_layers_match(vgg19, keep_from, compact):
+@pytest.mark.parametrize("keep_from,compact,early", [
+    (None, (), ()), (2, (), ()), (0, (), ()), (None, (0, 1, 2), ()), (3, (1,), ()),
+    (None, (0, 1, 2), (0, 1, 2)), (2, (0, 1), (0,)), (3, (0, 1, 2), (2,))])
+def test_deep_layers_match(vgg19, keep_from, compact, early):
     """relu5_1, with tiles that really cut every stage's map of the 200 x 168 image; every
     stage recomputed in the backward pass, the deep ones' graphs kept from the statistics
-    pass, or every stage's kept; the recomputed stages' tails kept compact (``compact``)."""
-    _deep_match(vgg19, keep_from, compact, DEEP)
+    pass, or every stage's kept; the recomputed stages' tails kept compact (``compact``),
+    some of them from their start, with the maps they read kept whole (``early``)."""
+    _deep_match(vgg19, keep_from, compact, DEEP, early)
 
 
 def test_stages_without_a_layer_read_keep_their_whole_tail_compact(vgg19):
@@ -66,12 +68,16 @@ def test_stages_without_a_layer_read_keep_their_whole_tail_compact(vgg19):
                                              style_layers=["relu1_1", "relu5_1"]))
 
 
-def _deep_match(vgg19, keep_from, compact, layers):
+def _deep_match(vgg19, keep_from, compact, layers, early=()):
     c, s, x = _img(200, 168, 1), _img(96, 80, 2), _img(200, 168, 3)
     kw = dict(content=c, regions=[Region(None, [s])], style_stat="gram", **layers, **WEIGHTS)
     plain = Objective(vgg19, **kw)
-    tiles_ = tiled.TiledObjective(vgg19, tile=32, keep_from=keep_from, compact=compact, **kw)
+    tiles_ = tiled.TiledObjective(vgg19, tile=32, keep_from=keep_from, compact=compact,
+                                  early=early, **kw)
     assert tiles_.compact == {k for k in compact if k < min(tiles_.keep_from, 3)}
+    assert tiles_.early == set(early) & tiles_.compact
+    for k in tiles_.early:      # the heads left: conv1_1 and relu1_1, or nothing
+        assert tiles_.cuts[k] == (2 if k == 0 else 0)
     tiles_.stage_tiles = [32, 16, 8, 4]
     for k, st in enumerate(tiles_.stages):
         h, w = tile_geometry.full_hw(168, 200, st.scale)
@@ -193,20 +199,31 @@ def test_a_chosen_tile_is_capped_on_a_cpu_but_a_forced_one_is_kept():
     assert estimate.plan_memory(*args, tile=1024, largest=estimate.CPU_TILE)["tiles"] == [1024]
 
 
-def test_the_stages_keep_their_graphs_where_the_budget_leaves_room():
-    """What the budget leaves after the tiles and a floor of L-BFGS history goes to keeping
-    the deepest stages' graphs (no recomputation there), then back to the history."""
+def test_what_spares_recomputation_grows_with_the_budget():
+    """What the budget leaves after the tiles and two L-BFGS entries goes to keeping the
+    recomputed stages' tails compact, then to starting them early (the maps read in them kept
+    whole), then back to the history; no graph but the last stage's is kept, as an early tail
+    spares the same recomputation for a fraction of a graph's bytes."""
     from impasto import estimate, tile_geometry
-    p = plan(6 * GIB)              # a tight budget: at most the deepest stage kept at 4096
-    assert p["keep"][0] is None and p["keep"][2] >= 3   # px, where the history is sized; at
-    assert p["keep"][1] < p["keep"][2]                  # 2048 (a quarter of it) more of them
-    keeps = []
-    for budget in (12, 20, 40, 80):
+    p = plan(6 * GIB)
+    assert p["keep"][0] is None and p["keep"][2] >= 3
+    works = []
+    for budget in (6, 8, 12, 20, 40):
         q = plan(budget * GIB, sides=(4096,), tile=384)
         assert q["peak_bytes"] <= budget * GIB
-        assert q["history"] >= estimate.HISTORY_FLOOR
-        keeps.append(q["keep"][0])
-    assert keeps == sorted(keeps, reverse=True) and keeps[0] > keeps[-1] == 0
+        assert q["history"] >= estimate.HISTORY_BEFORE_TAILS
+        assert q["keep"][0] >= 3 and set(q["early"][0]) <= set(q["compact"][0])
+        works.append(tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), 384, q["keep"][0],
+                                               q["compact"][0], q["early"][0]))
+    assert works == sorted(works, reverse=True) and works[0] > works[-1]
+    assert q["early"][0] == (0, 1, 2)
+    # every tail early computes what every graph kept computes (conv1_1 aside), for a sixth
+    # of the bytes
+    everything = tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), 384, 0)
+    assert works[-1] == pytest.approx(everything, rel=0.005)
+    early = tile_geometry.compact_bytes("vgg19", LAYERS, (3072, 4096), 384, (0, 1, 2),
+                                        (0, 1, 2), 4.0)
+    assert early < estimate.graph_bytes("vgg19", LAYERS, (3072, 4096), 384, "fp32", 0) / 5
     # what is kept costs memory and saves work
     assert estimate.graph_bytes("vgg19", LAYERS, (3072, 4096), 384, "fp32", 2) > 0
     factors = [tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), 384, k)
@@ -216,8 +233,8 @@ def test_the_stages_keep_their_graphs_where_the_budget_leaves_room():
 
 def test_recomputed_stages_keep_their_tails_compact_where_the_budget_has_room():
     """At 4096x3072 in 6 GiB (bf16) no stage's graph fits beside two L-BFGS entries, but the
-    tails of blocks 3 and 4 (0.19 GiB) do: only their heads are recomputed, and the plan
-    counts them. Without a budget every recomputed stage but the last keeps its tail; a
+    tails of every recomputed stage but the last (0.33 GiB) do: only their heads are
+    recomputed, and the plan counts them. Without a budget every recomputed stage but the last keeps its tail; a
     stage whose graph is kept needs none."""
     from impasto import estimate, tile_geometry
     hw = (3072, 4096)
@@ -226,7 +243,11 @@ def test_recomputed_stages_keep_their_tails_compact_where_the_budget_has_room():
         return estimate.plan_memory("vgg19", LAYERS, ["conv4_2"], [(2048, 10), (4096, 10)],
                                     hw, prec, budget, 100, largest=384)
     p = at(6 * GIB)
-    assert p["tiles"][1] == 384 and p["keep"][1] == 3 and p["compact"][1] == (1, 2)
+    assert p["tiles"][1] == 384 and p["keep"][1] == 3 and p["compact"][1] == (0, 1, 2)
+    assert p["early"][1] == (2,)        # block 4's: the most recomputation spared per byte
+    assert estimate.early_from("vgg19", LAYERS, hw, 384, (0, 1, 2), "bf16", None) == (0, 1, 2)
+    assert estimate.early_from("vgg19", LAYERS, hw, 384, (0, 1, 2), "bf16", 0.0) == ()
+    assert estimate.early_from("vgg19", LAYERS, hw, 384, (1,), "bf16", None) == (1,)
     assert p["history"] >= estimate.HISTORY_BEFORE_TAILS and p["peak_bytes"] <= 6 * GIB
     assert p["compact"][0] is None or set(p["compact"][0]) <= set(range(p["keep"][0]))
     assert estimate.compact_from("vgg19", LAYERS, hw, 384, 3, None) == (0, 1, 2)
@@ -314,18 +335,22 @@ def test_a_tiled_run_through_the_cli(run_cli, image_files):
                    "--style-layers", "relu1_1", "relu2_1", "relu3_1", "--content-layers",
                    "relu2_2")
     assert proc.returncode == 0, proc.stderr
-    # a tiny image leaves room to keep every stage's graph: nothing is recomputed
-    assert "(tiles of 32px, conv1_1 and deeper not recomputed)" in proc.stderr
+    # a tiny image leaves room for everything: the last stage's graph kept, the first's tail
+    # compact from its start, so only conv1_1 is recomputed
+    assert ("(tiles of 32px, conv3_1 and deeper not recomputed, conv1_2-pool2 kept as masks, "
+            "relu2_1 and relu2_2 as maps)") in proc.stderr
     import json
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["memory"]["tiles"] == [32] and rec["options"]["tile"] == 32
-    assert rec["memory"]["keep"] == [0]
+    assert rec["memory"]["keep"] == [1] and rec["memory"]["early"] == [[0]]
 
 
-def test_a_run_whose_budget_keeps_a_tail_compact(run_cli, image_files):
-    """A budget where the first stage's graph does not fit but its tail's masks do (found
-    with the planner itself): the run recomputes conv1_1-relu1_1 only, says so, records it,
-    and paints the same picture as with every stage's graph kept."""
+@pytest.mark.parametrize("early", [(), (0,)])
+def test_a_run_whose_budget_keeps_a_tail_compact(run_cli, image_files, early):
+    """Budgets where the first stage's tail's masks fit, and where its early start (relu2_1's
+    map kept whole) fits too (found with the planner itself): the run recomputes
+    conv1_1-relu1_1 (or conv1_1) only, says so, records it, and paints the picture the
+    untiled run paints."""
     import json
 
     from PIL import Image
@@ -333,25 +358,74 @@ def test_a_run_whose_budget_keeps_a_tail_compact(run_cli, image_files):
     from impasto import estimate, image as imageio
     with Image.open(image_files["content"]) as im:
         hw = imageio.fit_size(im.height, im.width, 64)
-    layers = ["relu1_1", "relu3_1"]
-    budget = next((mb for mb in range(520, 900) if estimate.plan_memory(
-        "vgg19", layers, ["relu1_1"], [(64, 3)], hw, "fp32", mb * 2**20, 100,
-        tile=32)["compact"] == [(0,)]), None)
+    layers = ["relu1_1", "relu2_1", "relu3_1"]
+    budget = next((mb for mb in range(520, 900) if (lambda p: (p["compact"], p["early"]))(
+        estimate.plan_memory("vgg19", layers, ["relu1_1"], [(64, 3)], hw, "fp32", mb * 2**20,
+                             100, tile=32)) == ([(0,)], [early])), None)
     assert budget is not None
-    common = ("--size", "64", "--scales", "1", "--steps", "3", "--precision", "fp32", "--tile",
-              "32", "--style-layers", *layers, "--content-layers", "relu1_1", "--seed", "0")
+    common = ("--size", "64", "--scales", "1", "--steps", "3", "--precision", "fp32",
+              "--style-layers", *layers, "--content-layers", "relu1_1", "--seed", "0")
     out = image_files["out"] / "tails.png"
     proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", out,
-                   "--max-memory", f"{budget}M", *common)
+                   "--max-memory", f"{budget}M", "--tile", "32", *common)
     assert proc.returncode == 0, proc.stderr
-    assert "conv1_2-pool2 kept as masks" in proc.stderr
+    line = "conv1_2-pool2 kept as masks, relu2_1 as maps" if early else \
+        "conv2_2-pool2 kept as masks)"
+    assert line in proc.stderr
     rec = json.loads(out.with_suffix(".json").read_text())
-    assert rec["memory"]["compact"] == [[0]] and rec["memory"]["keep"] == [1]
-    kept = image_files["out"] / "kept.png"
-    proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", kept,
+    assert rec["memory"]["compact"] == [[0]] and rec["memory"]["early"] == [list(early)]
+    plain = image_files["out"] / "plain.png"
+    proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", plain,
                    *common)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(kept.with_suffix(".json").read_text())["memory"]["keep"] == [0]
+    assert json.loads(plain.with_suffix(".json").read_text())["memory"]["tiles"] == [None]
     a = np.asarray(Image.open(out), dtype=np.float32)
-    b = np.asarray(Image.open(kept), dtype=np.float32)
+    b = np.asarray(Image.open(plain), dtype=np.float32)
     assert np.abs(a - b).max() <= 2      # the same gradient, to float rounding
+
+
+def test_the_memory_model_counts_the_kept_maps_in_the_dtype_they_are_held_in(vgg19):
+    """``estimate.tiled_bytes`` counts the stages' whole maps and the content targets in the
+    network's dtype and the maps' gradients in float32: the objective holds them so (a bf16
+    network's maps counted in float32 had put 0.5 GiB too many into the 4096x3072 estimate)."""
+    import copy
+    from impasto import estimate
+    net = copy.deepcopy(vgg19).set_precision(torch.bfloat16)
+    c, s, x = _img(96, 80, 1), _img(64, 48, 2), _img(96, 80, 3)
+    obj = tiled.TiledObjective(net, tile=32, content=c, regions=[Region(None, [s])],
+                               style_stat="gram", **DEEP, **WEIGHTS)
+    assert all(t.dtype == torch.bfloat16 for t in obj.content_targets.values())
+    kept = obj._stats(x, [None], content=True, keep=True)[3]
+    maps = [src for src, graphs, _ in kept[1:]]
+    assert maps and all(m.dtype == torch.bfloat16 for m in maps)
+    maps_elems, grad_elems = tile_geometry.kept_elements("vgg19", LAYERS, (80, 96))
+    assert maps_elems == sum(m.numel() for m in maps)
+    bf16 = estimate.tiled_bytes("vgg19", LAYERS, (80, 96), 32, "bf16", 0)
+    fp32 = estimate.tiled_bytes("vgg19", LAYERS, (80, 96), 32, "fp32", 0)
+    first = (estimate._first_tile_bytes("vgg19", LAYERS, (80, 96), 32, "fp32")
+             - estimate._first_tile_bytes("vgg19", LAYERS, (80, 96), 32, "bf16"))
+    assert fp32 - bf16 == pytest.approx(first + 2.0 * maps_elems)
+
+
+@pytest.mark.parametrize("stat", ["gram", "w2"])
+def test_regions_and_w2_match_with_early_tails(vgg19, stat):
+    """The loss read inside an early tail (from its kept maps) has the region masks and, for
+    W2, the means, as the head's autograd path has them."""
+    c, x = _img(120, 96, 1), _img(120, 96, 3)
+    s1, s2 = _img(64, 48, 2), _img(48, 64, 4)
+    top = torch.zeros(1, 1, 96, 120)
+    top[..., :40, :] = 1.0
+    top = torch.nn.functional.avg_pool2d(top, 5, 1, 2)
+    kw = dict(content=c, regions=[Region(top, [s1]), Region(1 - top, [s2])], style_stat=stat,
+              content_layers=["relu3_2"], style_layers=["relu1_1", "relu2_1", "relu3_1",
+                                                         "relu4_1"], **WEIGHTS)
+    out = []
+    for obj in (Objective(vgg19, **kw),
+                tiled.TiledObjective(vgg19, tile=24, compact=(0, 1, 2), early=(0, 1), **kw)):
+        if isinstance(obj, tiled.TiledObjective):
+            assert obj.early == {0, 1} and obj.cuts[:2] == [2, 0]
+        xi = x.clone().requires_grad_(True)
+        total, terms = obj(xi)
+        total.backward()
+        out.append((total.item(), terms, xi.grad))
+    assert_same(*out, rel=1e-3 if stat == "w2" else 1e-4)

@@ -71,6 +71,8 @@ class PlanEvent:
     reuse: list = field(default_factory=list)  # per scale: whether its steps keep freed memory
     compact_tails: list = field(default_factory=list)  # per scale: the stages' tails kept
     # compact ("conv3_2-pool3": their masks, not recomputed), see ``compact``
+    tail_maps: list = field(default_factory=list)  # per scale: the layers read in early
+    # tails, their maps kept whole ("relu2_1"), see ``tile_geometry.early_cut``
     kind: str = "plan"
 
 
@@ -305,7 +307,7 @@ class Job:
                            info.get("history", 0), info.get("budget_bytes"),
                            info.get("step_seconds", []), info.get("deep_style_scale"),
                            info.get("kept_from", []), info.get("reuse", []),
-                           info.get("compact_tails", [])))
+                           info.get("compact_tails", []), info.get("tail_maps", [])))
 
         def callback(s):
             emit(StepEvent(s.step, s.total_steps, s.loss, s.terms, s.elapsed, s.scale, s.side,

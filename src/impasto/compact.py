@@ -16,6 +16,12 @@ computes (tests/test_compact.py).
 At 4096x3072 in tiles of 384 px, with the default layers, the tails of blocks 3 and 4 take
 0.19 GiB kept this way (``tile_geometry.compact_bytes``), against about 3.6 GiB as autograd
 graphs, and spare 70% of their recomputation.
+
+A tail can also start before the layers the objective reads (an "early" tail,
+``tile_geometry.early_cut``): their maps are then kept whole too, and the backward pass adds
+their loss gradient where it reaches them (``backward``'s ``read_grad``), so nothing of the
+stage is recomputed but conv1_1 in the first. Block 4's early tail keeps relu4_1 and relu4_2
+(0.45 GiB at 4096x3072 in bf16) and spares what its kept graph would (1.45 GiB).
 """
 from __future__ import annotations
 
@@ -72,16 +78,18 @@ def _conv_input_grad(g, weight, shape):
 
 
 # ----------------------------------------------------------------------------- the tail
-def forward(net, x: torch.Tensor, start: int, stop: int):
+def forward(net, x: torch.Tensor, start: int, stop: int, reads=()):
     """The network's layers ``net.names[start:stop]`` on ``x`` (the output of layer
-    ``start - 1``), without autograd, as ``net.segment`` computes them; returns the output
-    and what ``backward`` needs."""
-    names, saved, i = net.names, [], start
+    ``start - 1``), without autograd, as ``net.segment`` computes them; returns the output,
+    what ``backward`` needs, and the maps of ``reads`` (layers the objective reads in the
+    tail, kept whole: their loss gradient is added where the backward pass reaches them)."""
+    names, saved, feats, i = net.names, [], {}, start
     with torch.no_grad():
         while i < stop:
             n = names[i]
-            if n.startswith("conv"):
-                j = i + 2 if i + 1 < stop and names[i + 1].startswith("relu") else i + 1
+            if n.startswith("conv"):        # fused with its ReLU unless the conv is read
+                j = i + 2 if i + 1 < stop and names[i + 1].startswith("relu") \
+                    and n not in reads else i + 1
                 y = net.segment(x, i, j, [names[j - 1]])[names[j - 1]]
                 weight = net.convs[n].weight.to(y.dtype)
                 saved.append(("conv", weight, tuple(x.shape), pack(y > 0) if j == i + 2
@@ -98,16 +106,23 @@ def forward(net, x: torch.Tensor, start: int, stop: int):
                 else:           # average pooling: its gradient needs nothing kept
                     y, code = F.avg_pool2d(x, 2, 2), None
                 saved.append(("pool", None, tuple(x.shape), code))
+            if names[j - 1] in reads:       # (kind, the layer, its shape, its map)
+                feats[names[j - 1]] = y
+                saved.append(("read", names[j - 1], tuple(y.shape), y))
             x, i = y, j
-    return x, saved
+    return x, saved, feats
 
 
-def backward(g: torch.Tensor, saved) -> torch.Tensor:
+def backward(g: torch.Tensor, saved, read_grad=None) -> torch.Tensor:
     """The gradient with respect to ``forward``'s input from ``g``, its output's gradient
-    (in the output's dtype). ``saved`` is emptied as it goes."""
+    (in the output's dtype), plus at each layer read the gradient ``read_grad(layer, map)``
+    of the loss there. ``saved`` is emptied as it goes."""
     with torch.no_grad():
         while saved:
             kind, weight, shape, keep = saved.pop()
+            if kind == "read":
+                g = g + read_grad(weight, keep).to(g.dtype)
+                continue
             if kind == "pool":
                 g = _unpool(g, keep, shape[-2:])
                 continue
@@ -143,16 +158,22 @@ class Store:
                 self.strides.append(s)
                 if data is None:
                     self.maps.append(None)
-                elif kind == "pool":
+                elif kind == "pool":                # (N, C, H, W)
                     self.maps.append(data.new_zeros(*data.shape[:2], *full_hw(*self.hw, s)))
-                else:
+                elif kind == "read":                # in the tile maps' layout
+                    fmt = torch.channels_last if data.is_contiguous(
+                        memory_format=torch.channels_last) else torch.contiguous_format
+                    self.maps.append(torch.empty(
+                        *data.shape[:2], *full_hw(*self.hw, s), dtype=data.dtype,
+                        device=data.device, memory_format=fmt).zero_())
+                else:                               # bits: (N, H, W, C / 8)
                     self.maps.append(data.new_zeros(data.shape[0], *full_hw(*self.hw, s),
                                                     data.shape[-1]))
         for (kind, _, _, data), s, m in zip(saved, self.strides, self.maps):
             if data is None:
                 continue
             (fy0, fy1), (fx0, fx1), (oy, ox) = tile.at(s)
-            if kind == "pool":
+            if kind in ("pool", "read"):
                 m[..., fy0:fy1, fx0:fx1] = data[..., oy:oy + fy1 - fy0, ox:ox + fx1 - fx0]
             else:
                 m[:, fy0:fy1, fx0:fx1] = data[:, oy:oy + fy1 - fy0, ox:ox + fx1 - fx0]
@@ -168,8 +189,10 @@ class Store:
             data = None
             if m is not None:
                 y0, x0 = tile.ty0 // s, tile.tx0 // s
-                if kind == "pool":
+                if kind == "pool":      # at the pooling's output: half its input's size
                     data = m[..., y0:y0 + in_shape[-2] // 2, x0:x0 + in_shape[-1] // 2]
+                elif kind == "read":    # the map itself
+                    data = m[..., y0:y0 + in_shape[-2], x0:x0 + in_shape[-1]]
                 else:
                     data = m[:, y0:y0 + in_shape[-2], x0:x0 + in_shape[-1]]
             saved.append((kind, w, in_shape, data))

@@ -54,27 +54,28 @@ def activation_elements(model, deepest, hw) -> float:
 
 
 def measure_throughput(net, deepest, device, side=192, repeats=2) -> float:
-    """FLOP/s of one forward + input-gradient pass at ``side`` px on this device."""
+    """FLOP/s of one forward + input-gradient pass at ``side`` px on this device: the fastest
+    of ``repeats`` timed passes after a warm-up one, so that one pass slowed by something else
+    on the machine does not slow every estimate made from it."""
     x = torch.rand(1, 3, side, side, device=device, requires_grad=True)
 
     def once():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
         f = net.features(x, [deepest])[deepest]
         f.float().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
     once()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        once()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - t) / repeats
+    seconds = min(once() for _ in range(max(1, repeats)))
     model = getattr(net, "model", None) or ("vgg16" if net.arch == "vgg16" else "vgg19")
     return step_flops(model, deepest, (side, side)) / max(seconds, 1e-9)
 
 
 def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_hws=(),
-             tiles=None, keep=None, compact=None) -> dict:
+             tiles=None, keep=None, compact=None, early=None) -> dict:
     """Peak memory (bytes) and time (seconds, when ``throughput`` is given) of a run.
 
     ``style_hws``: the style images' sizes at full scale (``--size`` x ``--style-scale``). Their
@@ -89,10 +90,12 @@ def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_h
         peak = max(peak, BASE_BYTES + value_bytes * activation_elements(model, deepest, hw))
     tiles = tiles or [None] * len(plan)
     flops = 0.0
-    for (side, n), tile, k, c in zip(plan, tiles, keep or [None] * len(plan),
-                                     compact or [None] * len(plan)):
+    for (side, n), tile, k, c, e in zip(plan, tiles, keep or [None] * len(plan),
+                                        compact or [None] * len(plan),
+                                        early or [None] * len(plan)):
         hw = imageio.fit_size(*aspect_hw, side)
-        extra = tile_geometry.work_factor(model, layers, hw, tile, k, c or ()) if tile else 1.0
+        extra = tile_geometry.work_factor(model, layers, hw, tile, k, c or (), e or ()) \
+            if tile else 1.0
         flops += n * step_flops(model, deepest, hw) * extra
     return {"peak_bytes": peak, "flops": flops,
             "seconds": flops / throughput if throughput else None}
@@ -121,11 +124,12 @@ def _channels(model, name) -> int:
 
 def tiled_bytes(model, layers, hw, tile, precision, content_elems) -> float:
     """Peak memory of one tiled scale: the network's first stage on one tile with its margins
-    (the later stages' tiles hold no more), the whole maps the stages keep between them, plus
-    the image-sized tensors every step keeps (image, gradient, best image, the optimiser's own
-    vectors) and the content targets, in float32."""
-    return (BASE_BYTES + _first_tile_bytes(model, layers, hw, tile, precision)
-            + _image_bytes(model, layers, hw, content_elems))
+    (the later stages' tiles hold no more), the whole maps the stages keep between them (in
+    the network's dtype, their gradients in float32), the content targets (in the network's
+    dtype), plus the image-sized float32 tensors every step keeps (image, gradient, best
+    image, the optimiser's own vectors)."""
+    return (BASE_BYTES + TILED_BASE + _first_tile_bytes(model, layers, hw, tile, precision)
+            + _image_bytes(model, layers, hw, content_elems, precision))
 
 
 def _first_tile_bytes(model, layers, hw, tile, precision) -> float:
@@ -135,18 +139,28 @@ def _first_tile_bytes(model, layers, hw, tile, precision) -> float:
         model, first.names[-1], _window(first.geom, hw, tile))
 
 
-# Image-sized float32 tensors alive at a tiled step's peak: the image, its gradient, the best
-# image, L-BFGS's gradient, previous gradient, direction and two-loop vector, the backward
-# pass's image gradient, TV's copies and their gradients. Fitted: a 2048x1536 tiled step
-# peaked 0.45 GiB (12 such tensors) above a count of 8.
-IMAGE_TENSORS = 20
+# Fitted on an AMD EPYC Zen 4, torch 2.13, bf16, tiles of 384 px with no graph kept, to the
+# peak RSS of one tiled evaluation (benchmarks/tiling.py: 1522 MiB at 2048x1536, 3212 at
+# 4096x3072) and of runs of the CLI (4096x3072 within 6G: 4472 MiB after 6 steps, 4861 over a
+# converged coarse-to-fine run; 2048x1536 within 3G: 2888 MiB over 40 steps):
+# - what a tiled scale holds whatever the image's size, beyond BASE_BYTES and the first
+#   stage's tile: 0.94 GiB less those two;
+# - the image-sized float32 tensors alive at its peak: 8 in the evaluation (the image, its
+#   gradient and the backward pass's, TV's copies and their gradients), and up to 8 more in
+#   the optimiser over a converged run (best image, L-BFGS's gradient, previous gradient,
+#   direction and two-loop vector), the history aside.
+# The count was 20, with the maps and content targets counted in float32: 5.9 GiB estimated
+# at 4096x3072 within 6G where 4.4-4.75 were measured.
+TILED_BASE = 0.18 * 2**30
+IMAGE_TENSORS = 16
 
 
-def _image_bytes(model, layers, hw, content_elems) -> float:
+def _image_bytes(model, layers, hw, content_elems, precision) -> float:
     """What a tiled scale keeps whatever the tile: image-sized tensors, the content targets
-    and the stages' whole maps."""
-    return 4.0 * (3 * hw[0] * hw[1] * IMAGE_TENSORS + content_elems
-                  + tile_geometry.kept_elements(model, layers, hw))
+    and the stages' whole maps with their gradients."""
+    value = 4.0 if precision == "fp32" else 2.0
+    maps, grads = tile_geometry.kept_elements(model, layers, hw)
+    return 4.0 * (3 * hw[0] * hw[1] * IMAGE_TENSORS + grads) + value * (content_elems + maps)
 
 
 # Tiles larger than this run slower per pixel on a CPU: their first block's maps (64 channels)
@@ -155,14 +169,9 @@ def _image_bytes(model, layers, hw, content_elems) -> float:
 CPU_TILE = 384
 
 
-# The L-BFGS history a tiled scale keeps before the stages' graphs take what the budget leaves
-# (then the history grows into what is left, up to --history): below about 20 entries
-# L-BFGS loses more per step than the kept graphs gain.
-HISTORY_FLOOR = 20
-
-
-# The L-BFGS history a tiled scale keeps before the recomputed stages' compact tails take
-# what the budget leaves: with fewer than two entries L-BFGS is close to gradient descent.
+# The L-BFGS history a tiled scale keeps before the recomputed stages' compact tails (and
+# then their early starts) take what the budget leaves: with fewer than two entries L-BFGS is
+# close to gradient descent.
 HISTORY_BEFORE_TAILS = 2
 
 
@@ -188,7 +197,8 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
 
     Returns {"tiles": [tile px or None per scale], "keep": [the first stage whose graphs are
     kept, per tiled scale, else None], "compact": [the recomputed stages whose tails are kept
-    compact, per tiled scale, else None], "reuse": [bool per scale], "history": entries,
+    compact, per tiled scale, else None], "early": [those of them whose tails start early,
+    per tiled scale, else None], "reuse": [bool per scale], "history": entries,
     "peak_bytes": the estimated peak of the whole run}. Raises UserError when even the
     smallest tile does not fit, naming --max-memory."""
     from .errors import UserError
@@ -203,20 +213,16 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         if geom is not None:    # what the largest scale leaves in tiles of CPU_TILE px
             fixed = tiled_bytes(model, layers, hw_full, CPU_TILE, precision,
                                 content_elements(model, content_layers, hw_full))
-            keep = keep_from(model, layers, hw_full, CPU_TILE, precision,
-                             budget - fixed - min(history, HISTORY_FLOOR) * entry)
-            room = budget - fixed - graph_bytes(model, layers, hw_full, CPU_TILE, precision,
-                                                keep)
-            # the compact tails come before the history beyond HISTORY_BEFORE_TAILS entries:
-            # they are small (0.35 GiB at 4096x3072) and spare most of the recomputation left
-            room -= tile_geometry.compact_bytes(model, layers, hw_full, CPU_TILE, compact_from(
-                model, layers, hw_full, CPU_TILE, keep,
-                room - min(history, HISTORY_BEFORE_TAILS) * entry))
-            room = max(0.0, room)
+            # what spares recomputation comes before the history beyond HISTORY_BEFORE_TAILS
+            # entries: the compact tails are small (0.33 GiB at 4096x3072) and spare most of
+            # it, the early ones the rest
+            used = recomputation(model, layers, hw_full, CPU_TILE, precision, budget - fixed
+                                 - min(history, HISTORY_BEFORE_TAILS) * entry)[-1]
+            room = max(0.0, budget - fixed - used)
         else:                   # at most half of what the budget leaves above the base
             room = max(0.0, (budget - BASE_BYTES) / 2)
         hist = max(1, min(history, int(room // entry)))
-    tiles, keeps, compacts, reuses, peak = [], [], [], [], 0.0
+    tiles, keeps, compacts, earlies, reuses, peak = [], [], [], [], [], 0.0
     value_bytes = 4.0 if precision == "fp32" else 2.0
     for side, _ in plan:
         hw = imageio.fit_size(*aspect_hw, side)
@@ -242,15 +248,15 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         if chosen is None:
             keeps.append(None)
             compacts.append(None)
+            earlies.append(None)
         else:
             fixed = history_bytes(hw, hist) + tiled_bytes(
                 model, layers, hw, chosen, precision, content_elements(model, content_layers, hw))
-            keeps.append(keep_from(model, layers, hw, chosen, precision,
-                                   -1.0 if budget is None else budget - fixed))
-            graphs = graph_bytes(model, layers, hw, chosen, precision, keeps[-1])
-            compacts.append(compact_from(model, layers, hw, chosen, keeps[-1],
-                                         None if budget is None else budget - fixed - graphs))
-            graphs += tile_geometry.compact_bytes(model, layers, hw, chosen, compacts[-1])
+            k, c, e, graphs = recomputation(model, layers, hw, chosen, precision,
+                                            None if budget is None else budget - fixed)
+            keeps.append(k)
+            compacts.append(c)
+            earlies.append(e)
             steps = fixed + graphs
             act = graphs + _first_tile_bytes(model, layers, hw, chosen, precision)
             targets = fixed
@@ -258,8 +264,8 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         reuses.append(reuse == "on" or (reuse == "auto" and chosen is None
                                          and (budget is None or held <= budget)))
         peak = max(peak, targets, held if reuses[-1] else steps)
-    return {"tiles": tiles, "keep": keeps, "compact": compacts, "reuse": reuses,
-            "history": hist, "peak_bytes": peak}
+    return {"tiles": tiles, "keep": keeps, "compact": compacts, "early": earlies,
+            "reuse": reuses, "history": hist, "peak_bytes": peak}
 
 
 def _window(geom, hw, tile):
@@ -290,15 +296,6 @@ def graph_bytes(model, layers, hw, tile, precision, keep) -> float:
     return max(0.0, graphs - _first_tile_bytes(model, layers, hw, tile, precision))
 
 
-def keep_from(model, layers, hw, tile, precision, room) -> int:
-    """The first stage whose graph a tiled evaluation keeps from its statistics pass, the
-    earliest (the most recomputation saved) whose graphs fit in ``room`` bytes; the number of
-    stages (none kept) when not even the last one's fit."""
-    n = len(tile_geometry.stages(model, layers))
-    return next((k for k in range(n) if graph_bytes(model, layers, hw, tile, precision, k)
-                 <= room), n)
-
-
 def compact_from(model, layers, hw, tile, keep, room) -> tuple:
     """The stages, of those recomputed (before ``keep``, the last one aside), whose tails are
     kept compact (see ``compact``): the deepest first (their tails spare the most
@@ -310,6 +307,51 @@ def compact_from(model, layers, hw, tile, keep, room) -> tuple:
             chosen.append(k)
             used += b
     return tuple(sorted(chosen))
+
+
+def early_from(model, layers, hw, tile, compact, precision, room) -> tuple:
+    """Of the ``compact`` stages, those whose tails start early (``tile_geometry.early_cut``:
+    the maps the objective reads in them kept whole, in the network's dtype): the most
+    recomputation spared per byte first, while they fit in ``room`` bytes (None: no limit)."""
+    value = 4.0 if precision == "fp32" else 2.0
+
+    def cost(k):
+        return (tile_geometry.compact_bytes(model, layers, hw, tile, (k,), (k,), value)
+                - tile_geometry.compact_bytes(model, layers, hw, tile, (k,), (), value))
+
+    def spared(k):
+        return (tile_geometry.work_factor(model, layers, hw, tile, None, (k,))
+                - tile_geometry.work_factor(model, layers, hw, tile, None, (k,), (k,)))
+    chosen, used = [], 0.0
+    for k in sorted(compact, key=lambda k: spared(k) / max(cost(k), 1.0), reverse=True):
+        if room is None or used + cost(k) <= room:
+            chosen.append(k)
+            used += cost(k)
+    return tuple(sorted(chosen))
+
+
+def recomputation(model, layers, hw, tile, precision, room) -> tuple:
+    """What a tiled scale keeps from its statistics pass to recompute less in its backward
+    pass, within ``room`` bytes (None: no limit), and what that costs: (keep_from, compact,
+    early, bytes). The last stage's graph where it fits (conv5_1 and relu5_1: small); every
+    other stage's tail kept compact, the deepest first (``compact_from``); then those tails
+    started early (``early_from``). The earlier stages' graphs are not kept: an early tail
+    spares the recomputation a kept graph spares for a fraction of its bytes (4096x3072 in
+    bf16, tiles of 384 px: block 4's for 0.45 GiB against 1.45, every stage's for 2.0 against
+    11.6). Without a budget no graph is kept, every tail starts early."""
+    n = len(tile_geometry.stages(model, layers))
+    keep = n
+    if room is not None and graph_bytes(model, layers, hw, tile, precision, n - 1) <= room:
+        keep = n - 1
+    used = graph_bytes(model, layers, hw, tile, precision, keep) if keep < n else 0.0
+    value = 4.0 if precision == "fp32" else 2.0
+    comp = compact_from(model, layers, hw, tile, keep, None if room is None else room - used)
+    used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
+    early = early_from(model, layers, hw, tile, comp, precision,
+                       None if room is None else room - used)
+    used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, early, value) \
+        - tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
+    return keep, comp, early, used
 
 
 def _largest_tile(model, layers, hw, geom, precision, budget, content_elems, side):

@@ -104,12 +104,13 @@ def step_costs(cfg, plan, aspect_hw, layers, memory, throughput) -> list:
     from .tile_geometry import work_factor
     deepest = backbones.deepest(cfg.model, layers)
     costs = []
-    for (side, _), tile, keep, comp in zip(plan, memory["tiles"], memory["keep"],
-                                           memory.get("compact") or [None] * len(plan)):
+    for (side, _), tile, keep, comp, early in zip(
+            plan, memory["tiles"], memory["keep"], memory.get("compact") or [None] * len(plan),
+            memory.get("early") or [None] * len(plan)):
         hw = imageio.fit_size(*aspect_hw, side)
         flops = estimate.step_flops(cfg.model, deepest, hw)
         if tile:
-            flops *= work_factor(cfg.model, layers, hw, tile, keep, comp or ())
+            flops *= work_factor(cfg.model, layers, hw, tile, keep, comp or (), early or ())
         costs.append(budget.seconds_per_step(flops, throughput)
                      * budget.LOSS_COST.get(cfg.style_loss, 1.0))
     return costs
@@ -129,7 +130,7 @@ def plan_memory(cfg: Config, layers, content_layers, plan, aspect_hw, precision,
     history = cfg.history_size if cfg.optimizer == "lbfgs" else 0
     if not layers:
         return {"tiles": [None] * len(plan), "keep": [None] * len(plan),
-                "compact": [None] * len(plan),
+                "compact": [None] * len(plan), "early": [None] * len(plan),
                 "reuse": [False] * len(plan), "history": history,
                 "peak_bytes": 0.0,
                 "budget_bytes": budget}

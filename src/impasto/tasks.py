@@ -286,7 +286,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
     if cfg.time is not None and layers:
         from . import budget, estimate      # measured cheaply, at the coarsest scale, once
         side = min(192, plan[0][0])
-        throughput = estimate.measure_throughput(net, deepest, device, side=side, repeats=1)
+        throughput = estimate.measure_throughput(net, deepest, device, side=side, repeats=2)
         asked = cfg.deep_style_scale    # a short budget affords a smaller enlarged painting
         cfg, deadline, costs, setup, plan = budget_plan(
             cfg, plan, aspect_src.shape[-2:], layers, memory, all_styles, deep_layers, deepest,
@@ -296,12 +296,13 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         from . import budget, estimate
         if throughput is None:      # what a step costs here: a quick measurement (~0.3 s)
             throughput = estimate.measure_throughput(net, deepest, device,
-                                                     side=min(192, plan[0][0]), repeats=1)
+                                                     side=min(192, plan[0][0]), repeats=2)
         if costs is None:
             costs = step_costs(cfg, plan, aspect_src.shape[-2:], layers, memory, throughput)
         info = estimate.estimate(cfg.model, layers, plan, aspect_src.shape[-2:], precision,
                                  throughput, style_hws=style_hws, tiles=memory["tiles"],
-                                 keep=memory["keep"], compact=memory["compact"])
+                                 keep=memory["keep"], compact=memory["compact"],
+                                 early=memory["early"])
         info["peak_bytes"] = memory["peak_bytes"]
         info["step_seconds"] = list(costs)
         if setup is None:
@@ -313,7 +314,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                  "precision": precision, "device": str(device),
                  "available_bytes": estimate.available_bytes(device), **info,
                  "tiles": memory["tiles"], "kept_from": _kept_from(cfg.model, layers, memory),
-                 "compact_tails": _compact_tails(cfg.model, layers, memory),
+                 **dict(zip(("compact_tails", "tail_maps"),
+                            _compact_tails(cfg.model, layers, memory))),
                  "reuse": memory["reuse"],
                  "history": memory["history"],
                  "budget_bytes": memory["budget_bytes"], "deep_style_scale": lowered})
@@ -354,7 +356,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         tile = memory["tiles"][k]
         make = Objective if tile is None else functools.partial(
             TiledObjective, tile=tile, keep_from=memory["keep"][k],
-            compact=memory["compact"][k] or ())
+            compact=memory["compact"][k] or (), early=memory["early"][k] or ())
         objective = make(
             net, content=None if c is None else c.to(device), regions=regs,
             content_layers=cfg.content_layers, content_layer_weights=cfg.content_layer_weights,
@@ -394,7 +396,8 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
                "total_s": round(t_end - t0, 3)}
     return Result(outcome.image, cfg, task, outcome, weights_id, str(device), timings, precision,
                   [list(p) for p in plan],
-                  {k: memory[k] for k in ("tiles", "keep", "compact", "reuse", "history")})
+                  {k: memory[k] for k in ("tiles", "keep", "compact", "early", "reuse",
+                                          "history")})
 
 
 def _kept_from(model, layers, memory) -> list:
@@ -405,12 +408,21 @@ def _kept_from(model, layers, memory) -> list:
             for t, k in zip(memory["tiles"], memory["keep"])]
 
 
-def _compact_tails(model, layers, memory) -> list:
-    """Per scale, the tails kept compact (see ``compact``), as "first-last" layer names."""
-    from .tile_geometry import split, stages
+def _compact_tails(model, layers, memory) -> tuple:
+    """Per scale, the tails kept compact (see ``compact``), as "first-last" layer names, and
+    the layers read in the early ones, whose maps are kept whole."""
+    from .tile_geometry import cut_of, stages
     sts = stages(model, layers) if any(memory["tiles"]) else []
-    return [[f"{sts[k].names[split(sts[k].names, set(layers))]}-{sts[k].names[-1]}"
-             for k in c] if t and c else [] for t, c in zip(memory["tiles"], memory["compact"])]
+    tails, maps = [], []
+    for t, c, e in zip(memory["tiles"], memory["compact"],
+                       memory.get("early") or [None] * len(memory["tiles"])):
+        tails.append([]), maps.append([])
+        for k in (c or ()) if t else ():
+            st = sts[k]
+            cut = cut_of(st, set(layers), k in (e or ()))
+            tails[-1].append(f"{st.names[cut]}-{st.names[-1]}")
+            maps[-1] += [n for n in st.names[cut:] if n in layers]
+    return tails, maps
 
 
 def _at_scale(callback, index, side):

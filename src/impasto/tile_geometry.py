@@ -123,10 +123,28 @@ def split(names, wanted) -> int:
     return max((i for i, n in enumerate(names) if n in wanted), default=-1) + 1
 
 
-def tail_bytes(st: Stage, cut: int, side: int, width: int) -> float:
+def early_cut(st: Stage) -> int:
+    """Where a stage's tail starts when the maps the objective reads in it are kept whole
+    (``compact``'s "early" tails): at the stage's start, so that its backward pass recomputes
+    nothing; after its first convolution and ReLU where that convolution reads the image
+    (conv1_1: 3 input channels, 2% of the first stage's multiply-adds, but the largest map of
+    the network: relu1_1 would cost 64 values a pixel kept, recomputing it nearly nothing)."""
+    if st.cin <= 3 and st.names[0].startswith("conv"):
+        return 2 if len(st.names) > 1 and st.names[1].startswith("relu") else 1
+    return 0
+
+
+def cut_of(st: Stage, wanted, early: bool) -> int:
+    """A compact stage's tail start: ``early_cut`` or ``split``."""
+    return early_cut(st) if early else split(st.names, wanted)
+
+
+def tail_bytes(st: Stage, cut: int, side: int, width: int, wanted=(), value: float = 2.0
+               ) -> float:
     """What stage ``st``'s tail (its layers from ``cut`` on) keeps compact for a window of
     ``side`` x ``width`` input-map pixels: a bit per ReLU output, a byte per max pooling
-    output."""
+    output, and ``value`` bytes per value of the maps of ``wanted`` in it (the layers the
+    objective reads, kept whole when the tail starts before them)."""
     total, s = 0.0, 1
     for i, (n, c) in enumerate(zip(st.names, st.channels)):
         s *= 2 if n.startswith("pool") else 1
@@ -136,17 +154,22 @@ def tail_bytes(st: Stage, cut: int, side: int, width: int) -> float:
             total += c * (side // s) * (width // s)
         elif n.startswith("relu"):
             total += c * (side // s) * (width // s) / 8
+        if n in wanted:
+            total += value * c * (side // s) * (width // s)
     return total
 
 
-def compact_bytes(model: str, layers, hw, tile: int, stages_: tuple) -> float:
-    """What the tails of ``stages_`` keep compact over all their tiles' windows."""
+def compact_bytes(model: str, layers, hw, tile: int, stages_: tuple, early=(),
+                  value: float = 2.0) -> float:
+    """What the tails of ``stages_`` keep compact over all their tiles' windows (those of
+    ``early`` from ``early_cut``, with the maps they read in ``value`` bytes)."""
     sts = stages(model, layers)
-    total = 0.0
+    total, wanted = 0.0, set(layers)
     for k, (st, (_, ts)) in enumerate(zip(sts, _stage_windows(sts, hw, tile))):
         if k in stages_:
-            cut = split(st.names, set(layers))
-            total += sum(tail_bytes(st, cut, u.ty1 - u.ty0, u.tx1 - u.tx0) for u in ts)
+            cut = cut_of(st, wanted, k in early)
+            total += sum(tail_bytes(st, cut, u.ty1 - u.ty0, u.tx1 - u.tx0, wanted, value)
+                         for u in ts)
     return total
 
 
@@ -160,18 +183,19 @@ def _stage_windows(sts, hw, tile):
 
 
 def work_factor(model: str, layers, hw, tile: int, keep_from: int | None = None,
-                compact=()) -> float:
+                compact=(), early=()) -> float:
     """How much more a tiled step computes than an untiled one: each stage's windows (interior
     and margins) against its map, weighted by its share of the convolutions, and a forward
     pass more for the global statistics in the stages whose graphs are not kept from it
     (those before ``keep_from``; forward : backward is about 1 : 2, so 4/3 there), only in
-    their heads for the stages in ``compact`` (their tails are kept compact)."""
+    their heads for the stages in ``compact`` (their tails are kept compact; the heads of
+    those in ``early`` end at ``early_cut``)."""
     sts = stages(model, layers)
     keep_from = len(sts) if keep_from is None else keep_from
     done = total = 0.0
     for k, (st, ((h, w), ts)) in enumerate(zip(sts, _stage_windows(sts, hw, tile))):
         windows = sum((u.ty1 - u.ty0) * (u.tx1 - u.tx0) for u in ts)
-        cut = split(st.names, set(layers)) if k in compact else len(st.names)
+        cut = cut_of(st, set(layers), k in early) if k in compact else len(st.names)
         extra = _conv_work(st, 0, cut) / 3 if k < keep_from else 0.0
         done += (_conv_work(st) + extra) * windows
         total += _conv_work(st) * h * w
@@ -188,13 +212,14 @@ def graph_elements(model: str, layers, hw, tile: int, keep_from: int) -> float:
     return total
 
 
-def kept_elements(model: str, layers, hw) -> float:
-    """The whole maps a staged evaluation keeps: every stage's input map after the first, and
-    at the worst moment of the backward pass the gradients of two neighbouring ones."""
+def kept_elements(model: str, layers, hw) -> tuple:
+    """The whole maps a staged evaluation keeps: (every stage's input map after the first,
+    held in the network's dtype; at the worst moment of the backward pass the gradients of
+    two neighbouring ones, in float32), in elements."""
     sts = stages(model, layers)
     maps = [st.cin * math.prod(full_hw(*hw, st.scale)) for st in sts]
     pairs = [maps[k] + (maps[k + 1] if k + 1 < len(maps) else 0) for k in range(1, len(maps))]
-    return sum(maps[1:]) + max(pairs, default=0)
+    return sum(maps[1:]), max(pairs, default=0)
 
 
 @dataclass(frozen=True)

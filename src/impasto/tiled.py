@@ -15,7 +15,8 @@ loss is the untiled one, up to floating-point error:
 2. The style loss and its gradient with respect to those global statistics are computed on
    the small matrices (C x C per layer).
 3. A backward pass goes through the stages from the deepest: each tile of a stage is
-   recomputed with autograd from the kept input map, and ⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩
+   recomputed with autograd from the kept input map (or only its head, when the statistics
+   pass kept its tail's masks and the maps read in it, ``compact``), and ⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩
    + the tile's share of the content loss + the gradient the stage's output received from
    the stage after it are back-propagated into the input map: by linearity the sum over
    tiles is the gradient of the global loss. TV and the temporal term are computed on the
@@ -35,7 +36,7 @@ from . import backbones
 from . import compact as compact_tails
 from .allocator import release_memory
 from .errors import UserError
-from .tile_geometry import full_hw, interior, split, stage_tiles, stages, tiles
+from .tile_geometry import cut_of, full_hw, interior, stage_tiles, stages, tiles
 from .layout import zeros_as
 from .losses import (StyleTarget, _normalised, self_product, self_product_grad, temporal_loss,
                      tv_loss)
@@ -50,7 +51,7 @@ class TiledObjective:
     TERMS = ("content", "style", "tv")
 
     def __init__(self, backbone, *, tile: int, keep_from: int | None = None, compact=(),
-                 content=None, regions=(), content_layers=(),
+                 early=(), content=None, regions=(), content_layers=(),
                  content_layer_weights=None, style_layers=(), style_layer_weights=None,
                  style_stat, content_weight, style_weight, tv_weight, tv_norm,
                  temporal=None, temporal_weight=0.0):
@@ -81,8 +82,12 @@ class TiledObjective:
         # of the stages recomputed, those whose tails (after their deepest layer read) are
         # kept compact instead, so only their heads run again (see ``compact``)
         self.compact = {k for k in compact if k < min(self.keep_from, len(self.stages) - 1)}
+        # of those, the ones whose tails start early (``tile_geometry.early_cut``): the maps
+        # the objective reads in them are kept whole too, and their heads are (nearly) empty
+        self.early = {k for k in early if k in self.compact}
         self.strides = {n: backbones.stride(model, n) for n in self.layers}
-        self.cuts = [split(st.names, set(self.layers)) for st in self.stages]
+        self.cuts = [cut_of(st, set(self.layers), k in self.early)
+                     for k, st in enumerate(self.stages)]
         with torch.no_grad():
             self.content_targets = {}
             if self.content_layers:
@@ -161,15 +166,18 @@ class TiledObjective:
 
     def _head_and_tail(self, k, t, xt, want, store):
         """Stage ``k`` on tile ``t`` without autograd: its head (up to its deepest layer the
-        objective reads) as usual, its tail by ``compact.forward``, whose record of the
-        tail's masks and pooling choices goes to ``store``."""
+        objective reads, or to ``early_cut``) as usual, its tail by ``compact.forward``, whose
+        record of the tail's masks, pooling choices and the maps read in it goes to
+        ``store``."""
         st, cut = self.stages[k], self.cuts[k]
         feats, h = self._head(k, xt, want), xt
         if cut:
             last = st.names[cut - 1]
             h = feats[last] if last in want else feats.pop(last)
-        out, saved = compact_tails.forward(self.net, h, st.start + cut, st.stop)
+        reads = [n for n in st.names[cut:] if n in self.layers]
+        out, saved, read = compact_tails.forward(self.net, h, st.start + cut, st.stop, reads)
         store.put(t, saved, out)
+        feats.update(read)
         feats[st.names[-1]] = out
         return feats
 
@@ -307,8 +315,14 @@ class TiledObjective:
                 if xt is None:
                     xt = src[..., t.ty0:t.ty1, t.tx0:t.tx1].detach().clone().requires_grad_(True)
                     if tails is not None:
+                        def read_grad(n, f, t=t, step=st.scale):
+                            full = torch.zeros_like(f)
+                            part, box = interior(f, t, self.strides[n] // step)
+                            interior(full, t, self.strides[n] // step)[0].copy_(
+                                self._layer_grad(n, part, box, lmasks, dgram, dmean, hw))
+                            return full
                         g_head, feats = self._tail_backward(k, t, xt, tails.take(t), g_out,
-                                                            want)
+                                                            want, read_grad)
                     else:
                         feats = self.net.segment(xt, st.start, st.stop, want)
                 outs, grads = [], []    # each wanted map's interior and its gradient
@@ -317,11 +331,7 @@ class TiledObjective:
                         continue
                     step = self.strides[n] // st.scale if n in self.strides else st.geom.stride
                     f, box = interior(feats[n], t, step)
-                    g = 0.0
-                    if n in self.content_layers:
-                        g = g + self.content_weight * self._content_grad(n, f, box)
-                    if n in self.style_layers:
-                        g = g + self._style_grad(n, f, box, lmasks, dgram, dmean, hw)
+                    g = self._layer_grad(n, f, box, lmasks, dgram, dmean, hw)
                     if g_out is not None and n == st.names[-1]:
                         g = g + _crop(g_out, box)
                     if torch.is_tensor(g):
@@ -354,10 +364,21 @@ class TiledObjective:
             kept[k] = None
         return g_out
 
-    def _tail_backward(self, k, t, xt, record, g_out, want):
+    def _layer_grad(self, n, f, box, lmasks, dgram, dmean, hw):
+        """The content and style terms' gradient at layer ``n``'s interior map ``f`` (0.0
+        where ``n`` is in neither)."""
+        g = 0.0
+        if n in self.content_layers:
+            g = g + self.content_weight * self._content_grad(n, f, box)
+        if n in self.style_layers:
+            g = g + self._style_grad(n, f, box, lmasks, dgram, dmean, hw)
+        return g
+
+    def _tail_backward(self, k, t, xt, record, g_out, want, read_grad):
         """For a tile of stage ``k`` whose tail was kept compact: the gradient at its head's
         output (at its input ``xt`` when the head is empty) from the gradient the stage's
-        output received, and the head recomputed with autograd."""
+        output received and the loss at the maps read in the tail (``read_grad``), and the
+        head recomputed with autograd."""
         st = self.stages[k]
         saved, shape, dtype = record
         g = torch.zeros(shape, dtype=dtype, device=xt.device)
@@ -366,7 +387,7 @@ class TiledObjective:
         if g_out is not None:
             part, box = interior(g, t, st.geom.stride)
             part.copy_(_crop(g_out, box))
-        return compact_tails.backward(g, saved), self._head(k, xt, want)
+        return compact_tails.backward(g, saved, read_grad), self._head(k, xt, want)
 
     def _head(self, k, xt, want):
         """Stage ``k``'s head (its layers up to the tail, see ``compact``) on ``xt``: the

@@ -73,6 +73,10 @@ def _reused(plan) -> str:
     return ", freed memory reused at " + "/".join(map(str, sides)) + "px"
 
 
+def _and(names) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def print_plan(plan, show_reads=False, stream=None):
     """The line before the first step (a PlanEvent): the output size, the scales, the estimated
     peak memory and, for large runs, time; with ``show_reads`` the files the run reads (a
@@ -82,10 +86,12 @@ def print_plan(plan, show_reads=False, stream=None):
     tiles = plan.tiles or [None] * len(plan.schedule)
     kept = plan.kept_from or [None] * len(plan.schedule)
     tails = plan.compact_tails or [[]] * len(plan.schedule)
+    maps = plan.tail_maps or [[]] * len(plan.schedule)
     scales = " -> ".join(f"{side}px x{n}" + (f" (tiles of {t}px" + (
         f", {k} and deeper not recomputed" if k else "") + (
-        f", {' and '.join(c)} kept as masks" if c else "") + ")" if t else "")
-        for (side, n), t, k, c in zip(plan.schedule, tiles, kept, tails))
+        f", {_and(c)} kept as masks" if c else "") + (
+        f", {_and(m)} as maps" if m else "") + ")" if t else "")
+        for (side, n), t, k, c, m in zip(plan.schedule, tiles, kept, tails, maps))
     line = (f"impasto: {w}x{h} output, scales {scales}, {plan.precision} on {plan.device}; "
             f"estimated peak memory {plan.peak_bytes / 2**30:.1f} GiB")
     if any(tiles) or (plan.budget_bytes and plan.history and plan.history < 100):
