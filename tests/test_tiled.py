@@ -201,29 +201,36 @@ def test_a_chosen_tile_is_capped_on_a_cpu_but_a_forced_one_is_kept():
 
 def test_what_spares_recomputation_grows_with_the_budget():
     """What the budget leaves after the tiles and two L-BFGS entries goes to keeping the
-    recomputed stages' tails compact, then to starting them early (the maps read in them kept
-    whole), then back to the history; no graph but the last stage's is kept, as an early tail
-    spares the same recomputation for a fraction of a graph's bytes."""
+    recomputed stages' tails compact, then to starting them early where that pays (block 4:
+    its maps read kept whole), then back to the history; the earlier stages' graphs only once
+    HISTORY_FLOOR entries fit beside them."""
     from impasto import estimate, tile_geometry
+    hw = (3072, 4096)
     p = plan(6 * GIB)
     assert p["keep"][0] is None and p["keep"][2] >= 3
-    works = []
+    works, keeps = [], []
     for budget in (6, 8, 12, 20, 40):
         q = plan(budget * GIB, sides=(4096,), tile=384)
         assert q["peak_bytes"] <= budget * GIB
         assert q["history"] >= estimate.HISTORY_BEFORE_TAILS
-        assert q["keep"][0] >= 3 and set(q["early"][0]) <= set(q["compact"][0])
-        works.append(tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), 384, q["keep"][0],
+        if q["keep"][0] < 3:
+            assert q["history"] >= estimate.HISTORY_FLOOR
+        assert set(q["early"][0]) <= set(q["compact"][0]) and set(q["early"][0]) <= {2}
+        works.append(tile_geometry.work_factor("vgg19", LAYERS, hw, 384, q["keep"][0],
                                                q["compact"][0], q["early"][0]))
+        keeps.append(q["keep"][0])
     assert works == sorted(works, reverse=True) and works[0] > works[-1]
-    assert q["early"][0] == (0, 1, 2)
-    # every tail early computes what every graph kept computes (conv1_1 aside), for a sixth
-    # of the bytes
-    everything = tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), 384, 0)
-    assert works[-1] == pytest.approx(everything, rel=0.005)
-    early = tile_geometry.compact_bytes("vgg19", LAYERS, (3072, 4096), 384, (0, 1, 2),
-                                        (0, 1, 2), 4.0)
-    assert early < estimate.graph_bytes("vgg19", LAYERS, (3072, 4096), 384, "fp32", 0) / 5
+    assert keeps == sorted(keeps, reverse=True) and keeps[0] == 3 and keeps[-1] < 3
+    # block 4's early tail spares what its graph spares, for a third of the bytes
+    sts = tile_geometry.stages("vgg19", LAYERS)
+    gains = [tile_geometry.early_gain(st, set(LAYERS)) for st in sts[:3]]
+    assert gains[2] >= estimate.EARLY_MIN_GAIN > max(gains[:2])
+    early = tile_geometry.work_factor("vgg19", LAYERS, hw, 384, 3, (0, 1, 2), (2,))
+    graph = tile_geometry.work_factor("vgg19", LAYERS, hw, 384, 2, (0, 1))
+    assert early == pytest.approx(graph, rel=0.01)
+    cost = (tile_geometry.compact_bytes("vgg19", LAYERS, hw, 384, (2,), (2,), 4.0)
+            - tile_geometry.compact_bytes("vgg19", LAYERS, hw, 384, (2,), (), 4.0))
+    assert cost < estimate.graph_bytes("vgg19", LAYERS, hw, 384, "fp32", 2) / 2
     # what is kept costs memory and saves work
     assert estimate.graph_bytes("vgg19", LAYERS, (3072, 4096), 384, "fp32", 2) > 0
     factors = [tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), 384, k)
@@ -245,9 +252,10 @@ def test_recomputed_stages_keep_their_tails_compact_where_the_budget_has_room():
     p = at(6 * GIB)
     assert p["tiles"][1] == 384 and p["keep"][1] == 3 and p["compact"][1] == (0, 1, 2)
     assert p["early"][1] == (2,)        # block 4's: the most recomputation spared per byte
-    assert estimate.early_from("vgg19", LAYERS, hw, 384, (0, 1, 2), "bf16", None) == (0, 1, 2)
+    # only block 4's pays (tile_geometry.early_gain), and only where it fits
+    assert estimate.early_from("vgg19", LAYERS, hw, 384, (0, 1, 2), "bf16", None) == (2,)
     assert estimate.early_from("vgg19", LAYERS, hw, 384, (0, 1, 2), "bf16", 0.0) == ()
-    assert estimate.early_from("vgg19", LAYERS, hw, 384, (1,), "bf16", None) == (1,)
+    assert estimate.early_from("vgg19", LAYERS, hw, 384, (1,), "bf16", None) == ()
     assert p["history"] >= estimate.HISTORY_BEFORE_TAILS and p["peak_bytes"] <= 6 * GIB
     assert p["compact"][0] is None or set(p["compact"][0]) <= set(range(p["keep"][0]))
     assert estimate.compact_from("vgg19", LAYERS, hw, 384, 3, None) == (0, 1, 2)
@@ -335,46 +343,50 @@ def test_a_tiled_run_through_the_cli(run_cli, image_files):
                    "--style-layers", "relu1_1", "relu2_1", "relu3_1", "--content-layers",
                    "relu2_2")
     assert proc.returncode == 0, proc.stderr
-    # a tiny image leaves room for everything: the last stage's graph kept, the first's tail
-    # compact from its start, so only conv1_1 is recomputed
-    assert ("(tiles of 32px, conv3_1 and deeper not recomputed, conv1_2-pool2 kept as masks, "
-            "relu2_1 and relu2_2 as maps)") in proc.stderr
+    # a tiny image leaves room to keep every stage's graph: nothing is recomputed
+    assert "(tiles of 32px, conv1_1 and deeper not recomputed)" in proc.stderr
     import json
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["memory"]["tiles"] == [32] and rec["options"]["tile"] == 32
-    assert rec["memory"]["keep"] == [1] and rec["memory"]["early"] == [[0]]
+    assert rec["memory"]["keep"] == [0] and rec["memory"]["early"] == [[]]
 
 
-@pytest.mark.parametrize("early", [(), (0,)])
-def test_a_run_whose_budget_keeps_a_tail_compact(run_cli, image_files, early):
-    """Budgets where the first stage's tail's masks fit, and where its early start (relu2_1's
-    map kept whole) fits too (found with the planner itself): the run recomputes
-    conv1_1-relu1_1 (or conv1_1) only, says so, records it, and paints the picture the
-    untiled run paints."""
+@pytest.mark.parametrize("case", ["tail", "early"])
+def test_a_run_whose_budget_keeps_a_tail_compact(run_cli, image_files, case):
+    """A budget where the first stage's graph does not fit but its tail's masks do, and one
+    where block 4's tail starts early (relu4_1 and relu4_2 kept whole), both found with the
+    planner itself: the run says so, records it, and paints the picture the untiled run
+    paints."""
     import json
 
     from PIL import Image
 
     from impasto import estimate, image as imageio
+    if case == "tail":
+        style, content, size, tile = ["relu1_1", "relu2_1", "relu3_1"], ["relu1_1"], 64, 32
+        want = lambda p: p["compact"] == [(0,)] and p["early"] == [()]     # noqa: E731
+        line = "conv2_2-pool2 kept as masks)"
+    else:       # a size where the history's floor leaves the graphs out (see estimate)
+        style, content, size, tile = ["relu1_1", "relu4_1", "relu5_1"], ["relu4_2"], 256, 64
+        want = lambda p: p["early"] == [(2,)] and p["keep"] == [3]         # noqa: E731
+        line = "conv4_1-pool4 kept as masks, relu4_1 and relu4_2 as maps)"
     with Image.open(image_files["content"]) as im:
-        hw = imageio.fit_size(im.height, im.width, 64)
-    layers = ["relu1_1", "relu2_1", "relu3_1"]
-    budget = next((mb for mb in range(520, 900) if (lambda p: (p["compact"], p["early"]))(
-        estimate.plan_memory("vgg19", layers, ["relu1_1"], [(64, 3)], hw, "fp32", mb * 2**20,
-                             100, tile=32)) == ([(0,)], [early])), None)
+        hw = imageio.fit_size(im.height, im.width, size)
+    budget = next((mb for mb in range(520, 1200) if want(estimate.plan_memory(
+        "vgg19", style + content, content, [(size, 3)], hw, "fp32", mb * 2**20, 100,
+        tile=tile))), None)
     assert budget is not None
-    common = ("--size", "64", "--scales", "1", "--steps", "3", "--precision", "fp32",
-              "--style-layers", *layers, "--content-layers", "relu1_1", "--seed", "0")
-    out = image_files["out"] / "tails.png"
+    common = ("--size", str(size), "--scales", "1", "--steps", "3", "--precision", "fp32",
+              "--style-layers", *style, "--content-layers", *content, "--seed", "0")
+    out = image_files["out"] / f"{case}.png"
     proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", out,
-                   "--max-memory", f"{budget}M", "--tile", "32", *common)
+                   "--max-memory", f"{budget}M", "--tile", str(tile), *common)
     assert proc.returncode == 0, proc.stderr
-    line = "conv1_2-pool2 kept as masks, relu2_1 as maps" if early else \
-        "conv2_2-pool2 kept as masks)"
     assert line in proc.stderr
     rec = json.loads(out.with_suffix(".json").read_text())
-    assert rec["memory"]["compact"] == [[0]] and rec["memory"]["early"] == [list(early)]
-    plain = image_files["out"] / "plain.png"
+    assert want({"keep": rec["memory"]["keep"],
+                 **{k: [tuple(v) for v in rec["memory"][k]] for k in ("compact", "early")}})
+    plain = image_files["out"] / f"plain_{case}.png"
     proc = run_cli("transfer", image_files["content"], image_files["style"], "-o", plain,
                    *common)
     assert proc.returncode == 0, proc.stderr

@@ -169,6 +169,12 @@ def _image_bytes(model, layers, hw, content_elems, precision) -> float:
 CPU_TILE = 384
 
 
+# The L-BFGS history a tiled scale keeps before the earlier stages' graphs take what the budget
+# leaves (then the history grows into what is left, up to --history): below about 20 entries
+# L-BFGS loses more per step than the kept graphs gain.
+HISTORY_FLOOR = 20
+
+
 # The L-BFGS history a tiled scale keeps before the recomputed stages' compact tails (and
 # then their early starts) take what the budget leaves: with fewer than two entries L-BFGS is
 # close to gradient descent.
@@ -217,7 +223,8 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
             # entries: the compact tails are small (0.33 GiB at 4096x3072) and spare most of
             # it, the early ones the rest
             used = recomputation(model, layers, hw_full, CPU_TILE, precision, budget - fixed
-                                 - min(history, HISTORY_BEFORE_TAILS) * entry)[-1]
+                                 - min(history, HISTORY_BEFORE_TAILS) * entry,
+                                 budget - fixed - min(history, HISTORY_FLOOR) * entry)[-1]
             room = max(0.0, budget - fixed - used)
         else:                   # at most half of what the budget leaves above the base
             room = max(0.0, (budget - BASE_BYTES) / 2)
@@ -252,8 +259,13 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         else:
             fixed = history_bytes(hw, hist) + tiled_bytes(
                 model, layers, hw, chosen, precision, content_elements(model, content_layers, hw))
-            k, c, e, graphs = recomputation(model, layers, hw, chosen, precision,
-                                            None if budget is None else budget - fixed)
+            room = None if budget is None else budget - fixed
+            # the earlier stages' graphs where the history, at this scale's entries, reaches
+            # its floor beside them (at a coarser scale than the one it was sized at, sooner)
+            graph_room = None if budget is None else room - max(
+                0, min(history, HISTORY_FLOOR) - hist) * history_bytes(hw, 1)
+            k, c, e, graphs = recomputation(model, layers, hw, chosen, precision, room,
+                                            graph_room)
             keeps.append(k)
             compacts.append(c)
             earlies.append(e)
@@ -309,11 +321,22 @@ def compact_from(model, layers, hw, tile, keep, room) -> tuple:
     return tuple(sorted(chosen))
 
 
+# A tail starts early only where that spares this many multiply-adds per value its tail then
+# passes over in addition (``tile_geometry.early_gain``). Measured at 4096x3072 (bf16, tiles of
+# 384 px, 2-core AMD EPYC Zen 4, one evaluation each): block 4's early tail (1152) took 76.3 ->
+# 70.2 s, every early tail (blocks 1-3 too: 230 and 384) 86.7 s, slower than none: their
+# masks, codes and maps are at a quarter to full resolution, their heads' convolutions cheap.
+EARLY_MIN_GAIN = 600
+
+
 def early_from(model, layers, hw, tile, compact, precision, room) -> tuple:
     """Of the ``compact`` stages, those whose tails start early (``tile_geometry.early_cut``:
-    the maps the objective reads in them kept whole, in the network's dtype): the most
-    recomputation spared per byte first, while they fit in ``room`` bytes (None: no limit)."""
+    the maps the objective reads in them kept whole, in the network's dtype) where that pays
+    (``EARLY_MIN_GAIN``): the most recomputation spared per byte first, while they fit in
+    ``room`` bytes (None: no limit)."""
     value = 4.0 if precision == "fp32" else 2.0
+    sts, wanted = tile_geometry.stages(model, layers), set(layers)
+    compact = [k for k in compact if tile_geometry.early_gain(sts[k], wanted) >= EARLY_MIN_GAIN]
 
     def cost(k):
         return (tile_geometry.compact_bytes(model, layers, hw, tile, (k,), (k,), value)
@@ -330,28 +353,35 @@ def early_from(model, layers, hw, tile, compact, precision, room) -> tuple:
     return tuple(sorted(chosen))
 
 
-def recomputation(model, layers, hw, tile, precision, room) -> tuple:
+def recomputation(model, layers, hw, tile, precision, room, graph_room=None) -> tuple:
     """What a tiled scale keeps from its statistics pass to recompute less in its backward
-    pass, within ``room`` bytes (None: no limit), and what that costs: (keep_from, compact,
-    early, bytes). The last stage's graph where it fits (conv5_1 and relu5_1: small); every
-    other stage's tail kept compact, the deepest first (``compact_from``); then those tails
-    started early (``early_from``). The earlier stages' graphs are not kept: an early tail
-    spares the recomputation a kept graph spares for a fraction of its bytes (4096x3072 in
-    bf16, tiles of 384 px: block 4's for 0.45 GiB against 1.45, every stage's for 2.0 against
-    11.6). Without a budget no graph is kept, every tail starts early."""
+    pass, and what that costs: (keep_from, compact, early, bytes). Within ``room`` bytes (None:
+    no limit): the last stage's graph where it fits (conv5_1 and relu5_1: small), every other
+    stage's tail kept compact, the deepest first (``compact_from``), then those tails started
+    early where that pays (``early_from``). Within ``graph_room`` (None: never) the graphs of
+    the earliest stages that fit are kept too, and those stages need no tail: an early tail
+    spares what a graph spares for a third of its bytes (block 4 at 4096x3072 in bf16: 0.45
+    GiB against 1.45), but where one does not pay (blocks 1-3) only a graph spares their
+    heads' recomputation. Without a budget no graph is kept, every tail kept."""
     n = len(tile_geometry.stages(model, layers))
-    keep = n
-    if room is not None and graph_bytes(model, layers, hw, tile, precision, n - 1) <= room:
-        keep = n - 1
-    used = graph_bytes(model, layers, hw, tile, precision, keep) if keep < n else 0.0
     value = 4.0 if precision == "fp32" else 2.0
-    comp = compact_from(model, layers, hw, tile, keep, None if room is None else room - used)
-    used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
-    early = early_from(model, layers, hw, tile, comp, precision,
-                       None if room is None else room - used)
-    used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, early, value) \
-        - tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
-    return keep, comp, early, used
+
+    def keeping(keep, room):
+        used = graph_bytes(model, layers, hw, tile, precision, keep) if keep < n else 0.0
+        comp = compact_from(model, layers, hw, tile, keep, None if room is None else room - used)
+        used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
+        early = early_from(model, layers, hw, tile, comp, precision,
+                           None if room is None else room - used)
+        used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, early, value) \
+            - tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
+        return keep, comp, early, used
+    last = n if room is None or graph_bytes(model, layers, hw, tile, precision, n - 1) > room \
+        else n - 1
+    if graph_room is not None:
+        for k in range(last):
+            if graph_bytes(model, layers, hw, tile, precision, k) <= graph_room:
+                return keeping(k, None if room is None else max(room, graph_room))
+    return keeping(last, room)
 
 
 def _largest_tile(model, layers, hw, geom, precision, budget, content_elems, side):
