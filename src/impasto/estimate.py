@@ -380,7 +380,7 @@ def recomputation(model, layers, hw, tile, precision, room, graph_room=None) -> 
     if graph_room is not None:
         for k in range(last):
             if graph_bytes(model, layers, hw, tile, precision, k) <= graph_room:
-                return keeping(k, None if room is None else max(room, graph_room))
+                return keeping(k, room)
     return keeping(last, room)
 
 
