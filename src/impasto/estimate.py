@@ -18,6 +18,7 @@ from . import backbones, image as imageio, tile_geometry
 
 BASE_BYTES = 0.55 * 2**30                      # interpreter, torch, weights, images
 BYTES_PER_ACTIVATION = {"fp32": 5.0, "bf16": 3.5, "fp16": 3.5}   # fitted, see above
+VALUE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}   # one value of a map in the network's dtype
 
 
 def _layer_plan(model, deepest):
@@ -85,7 +86,7 @@ def estimate(model, layers, plan, aspect_hw, precision, throughput=None, style_h
     peak_hw = imageio.fit_size(*aspect_hw, max(side for side, _ in plan))
     peak = BASE_BYTES + BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest,
                                                                                peak_hw)
-    value_bytes = 4.0 if precision == "fp32" else 2.0
+    value_bytes = VALUE_BYTES[precision]
     for hw in style_hws:
         peak = max(peak, BASE_BYTES + value_bytes * activation_elements(model, deepest, hw))
     tiles = tiles or [None] * len(plan)
@@ -158,7 +159,7 @@ IMAGE_TENSORS = 16
 def _image_bytes(model, layers, hw, content_elems, precision) -> float:
     """What a tiled scale keeps whatever the tile: image-sized tensors, the content targets
     and the stages' whole maps with their gradients."""
-    value = 4.0 if precision == "fp32" else 2.0
+    value = VALUE_BYTES[precision]
     maps, grads = tile_geometry.kept_elements(model, layers, hw)
     return 4.0 * (3 * hw[0] * hw[1] * IMAGE_TENSORS + grads) + value * (content_elems + maps)
 
@@ -230,7 +231,7 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
             room = max(0.0, (budget - BASE_BYTES) / 2)
         hist = max(1, min(history, int(room // entry)))
     tiles, keeps, compacts, earlies, reuses, peak = [], [], [], [], [], 0.0
-    value_bytes = 4.0 if precision == "fp32" else 2.0
+    value_bytes = VALUE_BYTES[precision]
     for side, _ in plan:
         hw = imageio.fit_size(*aspect_hw, side)
         act = BYTES_PER_ACTIVATION[precision] * activation_elements(model, deepest, hw)
@@ -334,22 +335,21 @@ def early_from(model, layers, hw, tile, compact, precision, room) -> tuple:
     the maps the objective reads in them kept whole, in the network's dtype) where that pays
     (``EARLY_MIN_GAIN``): the most recomputation spared per byte first, while they fit in
     ``room`` bytes (None: no limit)."""
-    value = 4.0 if precision == "fp32" else 2.0
+    value = VALUE_BYTES[precision]
     sts, wanted = tile_geometry.stages(model, layers), set(layers)
     compact = [k for k in compact if tile_geometry.early_gain(sts[k], wanted) >= EARLY_MIN_GAIN]
 
-    def cost(k):
-        return (tile_geometry.compact_bytes(model, layers, hw, tile, (k,), (k,), value)
-                - tile_geometry.compact_bytes(model, layers, hw, tile, (k,), (), value))
-
-    def spared(k):
-        return (tile_geometry.work_factor(model, layers, hw, tile, None, (k,))
-                - tile_geometry.work_factor(model, layers, hw, tile, None, (k,), (k,)))
+    cost = {k: tile_geometry.compact_bytes(model, layers, hw, tile, (k,), (k,), value)
+            - tile_geometry.compact_bytes(model, layers, hw, tile, (k,), (), value)
+            for k in compact}
+    spared = {k: tile_geometry.work_factor(model, layers, hw, tile, None, (k,))
+              - tile_geometry.work_factor(model, layers, hw, tile, None, (k,), (k,))
+              for k in compact}
     chosen, used = [], 0.0
-    for k in sorted(compact, key=lambda k: spared(k) / max(cost(k), 1.0), reverse=True):
-        if room is None or used + cost(k) <= room:
+    for k in sorted(compact, key=lambda k: spared[k] / max(cost[k], 1.0), reverse=True):
+        if room is None or used + cost[k] <= room:
             chosen.append(k)
-            used += cost(k)
+            used += cost[k]
     return tuple(sorted(chosen))
 
 
@@ -364,17 +364,18 @@ def recomputation(model, layers, hw, tile, precision, room, graph_room=None) -> 
     GiB against 1.45), but where one does not pay (blocks 1-3) only a graph spares their
     heads' recomputation. Without a budget no graph is kept, every tail kept."""
     n = len(tile_geometry.stages(model, layers))
-    value = 4.0 if precision == "fp32" else 2.0
+    value = VALUE_BYTES[precision]
 
     def keeping(keep, room):
-        used = graph_bytes(model, layers, hw, tile, precision, keep) if keep < n else 0.0
-        comp = compact_from(model, layers, hw, tile, keep, None if room is None else room - used)
-        used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
+        graphs = graph_bytes(model, layers, hw, tile, precision, keep) if keep < n else 0.0
+        comp = compact_from(model, layers, hw, tile, keep,
+                            None if room is None else room - graphs)
+        tails = tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
         early = early_from(model, layers, hw, tile, comp, precision,
-                           None if room is None else room - used)
-        used += tile_geometry.compact_bytes(model, layers, hw, tile, comp, early, value) \
-            - tile_geometry.compact_bytes(model, layers, hw, tile, comp, (), value)
-        return keep, comp, early, used
+                           None if room is None else room - graphs - tails)
+        if early:
+            tails = tile_geometry.compact_bytes(model, layers, hw, tile, comp, early, value)
+        return keep, comp, early, graphs + tails
     last = n if room is None or graph_bytes(model, layers, hw, tile, precision, n - 1) > room \
         else n - 1
     if graph_room is not None:

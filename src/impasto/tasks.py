@@ -414,8 +414,7 @@ def _compact_tails(model, layers, memory) -> tuple:
     from .tile_geometry import cut_of, stages
     sts = stages(model, layers) if any(memory["tiles"]) else []
     tails, maps = [], []
-    for t, c, e in zip(memory["tiles"], memory["compact"],
-                       memory.get("early") or [None] * len(memory["tiles"])):
+    for t, c, e in zip(memory["tiles"], memory["compact"], memory["early"]):
         tails.append([]), maps.append([])
         for k in (c or ()) if t else ():
             st = sts[k]

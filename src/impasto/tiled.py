@@ -316,11 +316,9 @@ class TiledObjective:
                     xt = src[..., t.ty0:t.ty1, t.tx0:t.tx1].detach().clone().requires_grad_(True)
                     if tails is not None:
                         def read_grad(n, f, t=t, step=st.scale):
-                            full = torch.zeros_like(f)
                             part, box = interior(f, t, self.strides[n] // step)
-                            interior(full, t, self.strides[n] // step)[0].copy_(
-                                self._layer_grad(n, part, box, lmasks, dgram, dmean, hw))
-                            return full
+                            return _spread(f, t, self.strides[n] // step, self._layer_grad(
+                                n, part, box, lmasks, dgram, dmean, hw))
                         g_head, feats = self._tail_backward(k, t, xt, tails.take(t), g_out,
                                                             want, read_grad)
                     else:
@@ -335,13 +333,8 @@ class TiledObjective:
                     if g_out is not None and n == st.names[-1]:
                         g = g + _crop(g_out, box)
                     if torch.is_tensor(g):
-                        # the gradient of the whole tile map (zero in its margin), not of the
-                        # interior view: autograd's slice backward would build it in the
-                        # contiguous layout, and every later op would then mix layouts
-                        full = torch.zeros_like(feats[n])
-                        interior(full, t, step)[0].copy_(g)
                         outs.append(feats[n])
-                        grads.append(full)
+                        grads.append(_spread(feats[n], t, step, g))
                 cut = self.cuts[k]
                 if g_head is not None and cut:     # into the head's last map
                     n = st.names[cut - 1]
@@ -417,6 +410,15 @@ class TiledObjective:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _spread(f, tile, step, g):
+    """The gradient ``g`` of ``f``'s interior as a gradient of the whole tile map ``f`` (zero
+    in its margin), in ``f``'s dtype and layout: autograd's slice backward would build it in
+    the contiguous layout, and every later op would then mix layouts."""
+    full = torch.zeros_like(f)
+    interior(full, tile, step)[0].copy_(g)
+    return full
+
+
 def _crop(t, box):
     fy0, fy1, fx0, fx1 = box
     return t[..., fy0:fy1, fx0:fx1]
