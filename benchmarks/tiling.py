@@ -46,7 +46,8 @@ def one(args):
         obj = tiled.TiledObjective(net, tile=tile, keep_from=keep, compact=comp, early=early,
                                    **kw)
     x = torch.rand(1, 3, *hw, generator=torch.Generator().manual_seed(0))
-    with allocator.reusing_freed_memory(on):
+    # as a run's steps do: a tiled scale keeps its heap for the tiles only (allocator.tile_heap)
+    with allocator.reusing_freed_memory(on, tiled=args.one != "untiled"):
         times, loss, grad = evaluate(obj, x, args.repeats + 1)
     print(json.dumps({"hw": hw, "seconds": statistics.median(times[1:]), "loss": loss,
                       "grad": grad}))

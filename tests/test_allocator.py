@@ -76,6 +76,44 @@ def check_release_memory_keeps_the_heap_while_a_run_reuses_it():
         assert faults_of_a_pass() < REUSED * PAGES
 
 
+LARGE = (160, 128, 96, 72)     # MiB: over glibc's dynamic thresholds: mapped unless mmap is off
+
+
+def faults_of_large_blocks() -> int:
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    maps = [torch.empty(mb * MIB // 4).fill_(1.0) for mb in LARGE]
+    del maps
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+LARGE_PAGES = sum(LARGE) * MIB / 4096
+
+
+def check_tiled_steps_reuse_the_heap_within_the_tiles_passes_only():
+    with allocator.tile_heap():                         # outside such steps: nothing
+        faults_of_large_blocks()
+        assert faults_of_large_blocks() > 0.8 * LARGE_PAGES
+    with allocator.reusing_freed_memory(tiled=True):
+        faults_of_large_blocks()
+        assert faults_of_large_blocks() > 0.8 * LARGE_PAGES     # the optimiser's: mapped
+        for _ in range(2):                              # two evaluations
+            with allocator.tile_heap():
+                for _ in range(3):                      # the heap grows
+                    faults_of_large_blocks()
+                assert max(faults_of_large_blocks() for _ in range(2)) < 0.3 * LARGE_PAGES
+                allocator.release_memory()              # what the evaluation's end calls
+                assert faults_of_large_blocks() < 0.3 * LARGE_PAGES
+                inside = rss_bytes()
+            assert rss_bytes() < inside - 0.5 * sum(LARGE) * MIB  # handed back after
+            assert faults_of_large_blocks() > 0.8 * LARGE_PAGES  # mapped again after
+        with allocator.reusing_freed_memory():          # an untiled run beside it reuses
+            faults_of_large_blocks(), faults_of_large_blocks()
+            with allocator.tile_heap():
+                assert faults_of_large_blocks() < 0.3 * LARGE_PAGES
+            assert faults_of_large_blocks() < 0.3 * LARGE_PAGES  # still, after the tiles
+
+
 def faults_of_a_pass_in_a_thread(scale: int = 2) -> int:
     """The same pass in a thread of its own (as torch's worker threads allocate), its blocks
     ``scale`` times larger (above the 64 MiB heaps glibc gives other threads)."""
@@ -138,3 +176,25 @@ def test_threads_blocks_are_reused_once_every_thread_shares_one_heap():
     reusing_freed_memory; with it they come back from the heap like the main thread's."""
     in_fresh_process(check_other_threads_reuse_only_from_one_arena)
     in_fresh_process(check_one_arena_lets_other_threads_reuse)
+
+
+def test_a_tiled_scales_steps_reuse_the_heap_for_the_tiles_only():
+    """With ``tiled``, large blocks are still mapped on their own (the optimiser's image-sized
+    vectors stay out of the heap) but within ``tile_heap`` (a tiled evaluation's passes) they
+    come from the heap, handed back when the passes end."""
+    in_fresh_process(check_tiled_steps_reuse_the_heap_within_the_tiles_passes_only)
+
+
+def test_mapped_whole_maps_go_back_to_the_system_when_freed():
+    """``layout.zeros_as`` puts a large map in pages of its own: zeros, in the layout asked
+    for, and handed back when freed even while the heap keeps what is freed into it."""
+    from impasto.layout import zeros_as
+    like = torch.zeros(1, 64, 4, 4).contiguous(memory_format=torch.channels_last)
+    with allocator.reusing_freed_memory():
+        m = zeros_as(like, (1, 64, 512, 512))              # 64 MiB
+        assert m.is_contiguous(memory_format=torch.channels_last) and m.dtype == torch.float32
+        assert float(m.abs().sum()) == 0.0
+        m.fill_(1.0)
+        held = rss_bytes()
+        del m
+        assert rss_bytes() < held - 48 * MIB

@@ -5,6 +5,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import mmap
 import threading
 
 # mallopt's parameters and glibc's defaults: how many blocks malloc may map on their own, and
@@ -15,6 +16,8 @@ KEEP_TOP = 2**31 - 1        # mallopt takes a C int
 
 _lock = threading.Lock()
 _reusing = 0                # how many runs in this process keep freed memory
+_tiled = 0                  # how many keep it within a tiled evaluation's passes only
+_in_tiles = 0               # how many tiled evaluations are in their passes (``tile_heap``)
 
 
 @functools.lru_cache(maxsize=1)
@@ -32,7 +35,7 @@ def release_memory() -> None:
     RSS after the targets was 0.87 GiB without it, 0.45 GiB with it. Does nothing while a run
     keeps its freed memory (``reusing_freed_memory``)."""
     lib = _libc()
-    if lib is not None and not _reusing:
+    if lib is not None and not _reusing and not _in_tiles:
         lib.malloc_trim(0)
 
 
@@ -51,8 +54,48 @@ def one_arena() -> None:
         lib.mallopt(M_ARENA_MAX, 1)
 
 
+def mapped(nbytes: int) -> mmap.mmap:
+    """``nbytes`` of zeros in a mapping of their own, outside malloc's heap, handed back to the
+    system when the last tensor on them is freed (``layout.zeros_as``: a tiled evaluation's
+    whole maps, which outlive its tiles)."""
+    return mmap.mmap(-1, max(1, nbytes))
+
+
 @contextlib.contextmanager
-def reusing_freed_memory(on: bool = True):
+def tile_heap():
+    """Within, while a tiled scale's steps reuse freed memory (``reusing_freed_memory(on,
+    tiled=True)``): every block comes from malloc's heap and what is freed stays there, so a
+    tile's maps reuse the last tile's pages instead of faulting in fresh ones (glibc maps any
+    block over 32 MiB on its own: a 400 px tile's 64-channel maps in float32, every
+    first-block map of larger tiles). The whole maps that outlive the tiles are mapped apart
+    (``mapped``), so the heap holds the tiles' blocks only, and is handed back on the way out:
+    the optimiser's image-sized vectors are mapped on their own as usual, and no evaluation
+    leaves holes in the heap that the next one would keep. Measured at 2048x1536 (bf16,
+    2-core Zen 4, one evaluation, block 4's tail early): tiles of 768 px 19.4 s without, 14.5
+    s with. Outside such steps (or within an untiled scale's reuse) this does nothing."""
+    global _in_tiles
+    lib = _libc()
+    with _lock:
+        active = lib is not None and _tiled > 0
+        if active:
+            if _in_tiles == 0 and _reusing == 0:
+                lib.mallopt(M_MMAP_MAX, 0)
+                lib.mallopt(M_TRIM_THRESHOLD, KEEP_TOP)
+            _in_tiles += 1
+    try:
+        yield
+    finally:
+        if active:
+            with _lock:
+                _in_tiles -= 1
+                if _in_tiles == 0 and _reusing == 0:
+                    lib.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+                    lib.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                    lib.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def reusing_freed_memory(on: bool = True, tiled: bool = False):
     """Within: every block torch frees stays in malloc's heap for the next one.
 
     glibc maps each block over 32 MiB on its own and unmaps it when it is freed, so at every
@@ -64,11 +107,23 @@ def reusing_freed_memory(on: bool = True):
     for up to a third more peak memory (the heap keeps its holes); the memory plan counts
     that (``estimate.REUSE_FACTOR``) and only reuses where the budget has room. On the way in
     and out, the heap's free memory is handed back, so what the targets left behind is not
-    kept through the steps, nor the steps' heap after them."""
-    global _reusing
+    kept through the steps, nor the steps' heap after them.
+
+    With ``tiled`` (a tiled scale's steps): only within the tiled evaluation's passes
+    (``tile_heap``)."""
+    global _reusing, _tiled
     lib = _libc()
     if not on or lib is None:
         yield
+        return
+    if tiled:
+        with _lock:
+            _tiled += 1
+        try:
+            yield
+        finally:
+            with _lock:
+                _tiled -= 1
         return
     with _lock:
         if _reusing == 0:

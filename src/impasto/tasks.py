@@ -371,7 +371,7 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         curvature = None
         if outcomes and outcomes[-1].curvature > 0:
             curvature = outcomes[-1].curvature * hw[0] * hw[1] / prev_pixels
-        with reusing_freed_memory(memory["reuse"][k]):
+        with reusing_freed_memory(memory["reuse"][k], tiled=memory["tiles"][k] is not None):
             outcome = minimise(x.to(device), objective, settings, term_names=objective.terms,
                                callback=_at_scale(callback, k, side), step_offset=done,
                                total_steps=sum(n for _, n in plan),

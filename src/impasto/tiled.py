@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from . import backbones
 from . import compact as compact_tails
-from .allocator import release_memory
+from .allocator import release_memory, tile_heap
 from .errors import UserError
 from .tile_geometry import cut_of, full_hw, interior, stage_tiles, stages, tiles
 from .layout import zeros_as
@@ -202,11 +202,11 @@ class TiledObjective:
                 for n in self.style_layers})
         return out
 
-    def _stats(self, image, masks, content=False, keep=False, layers=None):
+    def _stats(self, image, masks, content=False, keep=False, layers=None, with_means=True):
         """Per region: the (guided) Gram matrix and mean of every style layer (or of
-        ``layers``) over the whole image, summed tile by tile without autograd; with
-        ``content``, the content loss too (else None), and with ``keep``, what every stage's
-        backward pass needs (see ``_forward``)."""
+        ``layers``) over the whole image, summed tile by tile without autograd (the means None
+        without ``with_means``); with ``content``, the content loss too (else None), and with
+        ``keep``, what every stage's backward pass needs (see ``_forward``)."""
         h, w = image.shape[-2:]
         lmasks = self._layer_masks(masks, (h, w))
         sums = [{} for _ in masks]
@@ -217,9 +217,9 @@ class TiledObjective:
         def visit(n, f, box):
             if masks and n in layers:
                 for i, lm in enumerate(lmasks):
-                    g, mu = _sums(f, None if lm is None else _crop(lm[n], box))
+                    g, mu = _sums(f, None if lm is None else _crop(lm[n], box), with_means)
                     acc = sums[i].setdefault(n, [0, 0])
-                    acc[0], acc[1] = acc[0] + g, acc[1] + mu
+                    acc[0], acc[1] = acc[0] + g, (acc[1] + mu) if with_means else None
             if content and n in self.content_layers:
                 closs[0] = closs[0] + self._content_part(n, f, box)
         kept = self._forward(image, list(dict.fromkeys(names)), visit, keep) if names else []
@@ -229,7 +229,7 @@ class TiledObjective:
             for n in layers:
                 norm = _norm(lm and lm[n], full_hw(h, w, self.strides[n]))
                 grams[i][n] = sums[i][n][0] / norm
-                means[i][n] = sums[i][n][1] / norm
+                means[i][n] = sums[i][n][1] / norm if with_means else None
         return grams, means, (closs[0] if content else None), kept
 
     def _content_grad(self, n, f, box):
@@ -248,29 +248,8 @@ class TiledObjective:
         x = image.detach()
         want_grad = torch.is_grad_enabled() and image.requires_grad
         zero = x.new_zeros((), dtype=torch.float32)
-        style, dgram, dmean = zero, [], []
-        active = [i for i, t in enumerate(self.style_targets) if t is not None] \
-            if self.style_layers else []
-        with torch.no_grad():
-            grams, means, content, kept = self._stats(
-                x, [self.masks[i] for i in active], content=bool(self.content_layers),
-                keep=want_grad)
-        content = zero if content is None else content
-        for k, i in enumerate(active):
-            g = {n: v.detach().requires_grad_(want_grad) for n, v in grams[k].items()}
-            m = {n: v.detach().requires_grad_(want_grad) for n, v in means[k].items()}
-            with torch.set_grad_enabled(want_grad):
-                part = sum(wl * self.style_targets[i][n].loss_from_stats(g[n], m[n],
-                                                                         self.style_stat)
-                           for n, wl in zip(self.style_layers, self.style_w))
-                part = self.region_w[i] * part
-            if want_grad:
-                part.backward()
-                dgram.append({n: g[n].grad for n in g})
-                dmean.append({n: m[n].grad for n in m})
-            style = style + part.detach()
-        grad = self._backward(x, kept, active, dgram, dmean) if want_grad and kept \
-            else torch.zeros_like(x)
+        with tile_heap():       # the passes' tiles from one heap, handed back after them
+            content, style, grad = self._content_and_style(x, want_grad, zero)
         with torch.set_grad_enabled(want_grad):
             xi = x.clone().requires_grad_(want_grad)
             tv = tv_loss(xi, self.tv_norm) if self.tv_weight > 0 else zero
@@ -290,6 +269,36 @@ class TiledObjective:
             total = total + (image * grad).sum() - (image.detach() * grad).sum()
         release_memory()
         return total, terms
+
+    def _content_and_style(self, x, want_grad, zero):
+        """The content and style losses over the whole image and, with ``want_grad``, their
+        gradient (else zeros): the statistics pass, the losses on the global statistics, the
+        backward pass."""
+        style, dgram, dmean = zero, [], []
+        active = [i for i, t in enumerate(self.style_targets) if t is not None] \
+            if self.style_layers else []
+        with torch.no_grad():
+            grams, means, content, kept = self._stats(
+                x, [self.masks[i] for i in active], content=bool(self.content_layers),
+                keep=want_grad, with_means=self.style_stat == "w2")   # gram: no mean
+        content = zero if content is None else content
+        for k, i in enumerate(active):
+            g = {n: v.detach().requires_grad_(want_grad) for n, v in grams[k].items()}
+            m = {n: v if v is None else v.detach().requires_grad_(want_grad)
+                 for n, v in means[k].items()}
+            with torch.set_grad_enabled(want_grad):
+                part = sum(wl * self.style_targets[i][n].loss_from_stats(g[n], m[n],
+                                                                         self.style_stat)
+                           for n, wl in zip(self.style_layers, self.style_w))
+                part = self.region_w[i] * part
+            if want_grad:
+                part.backward()
+                dgram.append({n: g[n].grad for n in g})
+                dmean.append({n: None if m[n] is None else m[n].grad for n in m})
+            style = style + part.detach()
+        grad = self._backward(x, kept, active, dgram, dmean) if want_grad and kept \
+            else torch.zeros_like(x)
+        return content, style, grad
 
     def _backward(self, x, kept, active, dgram, dmean):
         """The gradient of content and style with respect to every pixel: the stages from the
@@ -424,8 +433,10 @@ def _crop(t, box):
     return t[..., fy0:fy1, fx0:fx1]
 
 
-def _sums(f, mask):
-    """Σ m² f fᵀ (N, C, C) and Σ m² f (N, C) over the positions of ``f``, returned in float32.
+def _sums(f, mask, with_mean=True):
+    """Σ m² f fᵀ (N, C, C) and Σ m² f (N, C) over the positions of ``f``, returned in float32
+    (the second None without ``with_mean``: the Gram loss does not read it, and summing a
+    bf16 map in float32 converts it whole first, 1.5% of a tiled 2048 px evaluation).
     The product runs in the map's own dtype, as ``losses.gram`` does (``self_product``; only
     each tile's matrix is rounded): casting a tile's maps to float32 first made the products
     2.5x slower on an AMX CPU, plus the copies."""
@@ -433,6 +444,8 @@ def _sums(f, mask):
     if m is not None:
         f = f * m
     g = self_product(f).float()
+    if not with_mean:
+        return g, None
     if m is not None:
         f = f * m           # m² f for the mean
     return g, f.sum(dim=(2, 3), dtype=torch.float32)
