@@ -297,9 +297,9 @@ def test_kept_graphs_count_only_beyond_the_first_stage_tile():
 
 def test_freed_memory_is_reused_where_the_budget_has_room_for_it():
     """Reuse keeps the steps' holes in the heap (estimate.REUSE_FACTOR of their activations):
-    "auto" takes it only at untiled scales where that fits after the history, so it never
-    costs a tile or a shorter history, and never at a tiled scale, whose holes grow from step
-    to step; "on" forces it and counts it, "off" never."""
+    "auto" takes it where that fits after the history, so it never costs a tile or a shorter
+    history (at a tiled scale within its passes only, allocator.tile_heap); "on" forces it and
+    counts it, "off" never."""
     from impasto import estimate
 
     def reuse_plan(budget, reuse, sides=(1024, 2048, 4096)):
@@ -318,12 +318,36 @@ def test_freed_memory_is_reused_where_the_budget_has_room_for_it():
     forced_tiles = estimate.plan_memory("vgg19", LAYERS, DEEP["content_layers"],
                                         [(1024, 10), (2048, 10)], (3072, 4096), "fp32", None,
                                         100, tile=1024, reuse="auto")
-    assert forced_tiles["tiles"] == [None, 1024] and forced_tiles["reuse"] == [True, False]
+    assert forced_tiles["tiles"] == [None, 1024] and forced_tiles["reuse"] == [True, True]
     roomy = reuse_plan(40 * GIB, "auto", sides=(2048,))
     assert roomy["reuse"] == [True] and roomy["tiles"] == [None]
     assert roomy["peak_bytes"] > reuse_plan(40 * GIB, "off", sides=(2048,))["peak_bytes"]
     forced = reuse_plan(6 * GIB, "on")
     assert forced["reuse"] == [True] * 3 and forced["peak_bytes"] > 6 * GIB
+
+
+def test_on_a_cpu_the_budget_takes_larger_tiles_only_where_their_heap_is_reused():
+    """On a CPU a tile over CPU_TILE px is faulted in afresh at every tile unless the heap
+    serves it (allocator.tile_heap): the planner takes one only where reuse fits the budget,
+    and only where its plan computes less (smaller margins against more recomputation)."""
+    from impasto import estimate, tile_geometry
+
+    def cpu_plan(budget, reuse="auto"):
+        return estimate.plan_memory("vgg19", LAYERS, DEEP["content_layers"], [(4096, 10)],
+                                    (3072, 4096), "bf16", budget, 100, reuse=reuse,
+                                    largest=estimate.CPU_TILE)
+    roomy = cpu_plan(18 * GIB)
+    assert estimate.CPU_TILE < roomy["tiles"][0] <= estimate.REUSE_TILE
+    assert roomy["reuse"] == [True] and roomy["peak_bytes"] <= 18 * GIB
+    at_384 = estimate._tiled_plan(384, "vgg19", LAYERS, DEEP["content_layers"], (3072, 4096),
+                                  "bf16", 18 * GIB, 100, roomy["history"], "auto")
+    work = tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), roomy["tiles"][0],
+                                     roomy["keep"][0], roomy["compact"][0], roomy["early"][0])
+    assert work < at_384["work"]
+    assert cpu_plan(18 * GIB, reuse="off")["tiles"] == [estimate.CPU_TILE]
+    tight = cpu_plan(6 * GIB)     # the early tail of block 4 spares more than larger tiles
+    assert tight["tiles"] == [estimate.CPU_TILE] and tight["early"] == [(2,)]
+    assert tight["peak_bytes"] <= 6 * GIB
 
 
 def test_a_forced_tile_applies_to_every_scale_larger_than_it():

@@ -197,10 +197,13 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
 
     ``reuse`` ("auto", "on" or "off"): whether a scale's steps keep their freed memory for the
     next step (``allocator``); "auto" at the untiled scales where it fits in the budget after
-    the history was chosen, so reuse never costs a tile or a shorter history. Never at a tiled
-    scale under "auto": there the heap's holes grow from step to step, which no factor of one
-    evaluation's activations bounds (a 4096x3072 tiled scale planned at 6.0 GiB with reuse
-    rose 3.4 -> 6.1 GiB over its first six steps, and a converged run peaked at 7.0 GiB).
+    the history was chosen, so reuse never costs a tile or a shorter history. At a tiled
+    scale, within its evaluations' passes only (``allocator.tile_heap``): reusing through the
+    whole steps, the heap's holes grew from step to step, which no factor of one evaluation's
+    activations bounds (a 4096x3072 tiled scale planned at 6.0 GiB rose 3.4 -> 6.1 GiB over
+    its first six steps, and a converged run peaked at 7.0 GiB). On a CPU (``largest`` given)
+    the budget's tile is the one, up to ``REUSE_TILE`` px where reuse fits, whose plan computes
+    the least (``_tiled_plan``).
 
     Returns {"tiles": [tile px or None per scale], "keep": [the first stage whose graphs are
     kept, per tiled scale, else None], "compact": [the recomputed stages whose tails are kept
@@ -246,39 +249,76 @@ def plan_memory(model, layers, content_layers, plan, aspect_hw, precision, budge
         elif budget is not None and targets > budget:
             chosen = _largest_tile(model, layers, hw, geom, precision, budget - history_bytes(
                 hw, hist), content_elements(model, content_layers, hw), side)
-            if largest is not None and geom is not None:
-                chosen = min(chosen, max(geom.stride, largest // geom.stride * geom.stride))
         if chosen is not None and geom is None:
             raise UserError(f"option --max-memory: {model} at {side} px needs more than "
                             f"{_gib(budget)}, and tiled evaluation supports the VGG models only; "
                             "use a smaller --size or a larger --max-memory")
-        tiles.append(chosen)
         if chosen is None:
+            tiles.append(None)
             keeps.append(None)
             compacts.append(None)
             earlies.append(None)
+            held = steps + (REUSE_FACTOR - 1) * act
+            reuses.append(reuse == "on" or (reuse == "auto" and (budget is None
+                                                                 or held <= budget)))
+            peak = max(peak, targets, held if reuses[-1] else steps)
+            continue
+        args = (model, layers, content_layers, hw, precision, budget, history, hist, reuse)
+        if tile is None and largest is not None:    # the budget's tile, on a CPU
+            fits = chosen
+            chosen = min(fits, _stride_floor(geom, largest))
+            cands = range(chosen + geom.stride, min(fits, _stride_floor(geom, REUSE_TILE)) + 1,
+                          geom.stride * max(1, 64 // geom.stride))
+            plans = [_tiled_plan(chosen, *args), _tiled_plan(chosen, *args, for_reuse=True)]
+            plans += [p for p in (_tiled_plan(t, *args, for_reuse=True) for t in cands)
+                      if p["reuse"]]
+            best = min(plans, key=lambda p: (round(p["work"], 3), p["tile"]))
         else:
-            fixed = history_bytes(hw, hist) + tiled_bytes(
-                model, layers, hw, chosen, precision, content_elements(model, content_layers, hw))
-            room = None if budget is None else budget - fixed
-            # the earlier stages' graphs where the history, at this scale's entries, reaches
-            # its floor beside them (at a coarser scale than the one it was sized at, sooner)
-            graph_room = None if budget is None else room - max(
-                0, min(history, HISTORY_FLOOR) - hist) * history_bytes(hw, 1)
-            k, c, e, graphs = recomputation(model, layers, hw, chosen, precision, room,
-                                            graph_room)
-            keeps.append(k)
-            compacts.append(c)
-            earlies.append(e)
-            steps = fixed + graphs
-            act = graphs + _first_tile_bytes(model, layers, hw, chosen, precision)
-            targets = fixed
-        held = steps + (REUSE_FACTOR - 1) * act
-        reuses.append(reuse == "on" or (reuse == "auto" and chosen is None
-                                         and (budget is None or held <= budget)))
-        peak = max(peak, targets, held if reuses[-1] else steps)
+            best = _tiled_plan(chosen, *args)
+        for out, key in ((tiles, "tile"), (keeps, "keep"), (compacts, "compact"),
+                         (earlies, "early"), (reuses, "reuse")):
+            out.append(best[key])
+        peak = max(peak, best["peak"])
     return {"tiles": tiles, "keep": keeps, "compact": compacts, "early": earlies,
             "reuse": reuses, "history": hist, "peak_bytes": peak}
+
+
+# Tiles up to this size where a tiled scale's steps reuse freed memory within their passes
+# (``allocator.tile_heap``), if the budget has room, and the plan computes less with them
+# (``_tiled_plan``'s work: margins against recomputation). Without reuse, ``CPU_TILE``: a larger
+# tile's blocks are mapped and faulted in afresh at every tile. Measured at 2048x1536 (bf16,
+# 2-core Zen 4, one evaluation, block 4's tail early), s with reuse: 16.0 at 384 px, 14.7 at 768.
+REUSE_TILE = 768
+
+
+def _stride_floor(geom, px):
+    return max(geom.stride, px // geom.stride * geom.stride)
+
+
+def _tiled_plan(tile, model, layers, content_layers, hw, precision, budget, history, hist,
+                reuse, for_reuse=False) -> dict:
+    """One tiled scale in tiles of ``tile`` px: what it keeps from its statistics pass
+    (``recomputation``, in what the budget leaves, less the heap's holes ``for_reuse``),
+    whether its steps reuse freed memory (``allocator.tile_heap``: "auto" where the budget has
+    room for the holes), the work it computes against an untiled step, and its peak."""
+    fixed = history_bytes(hw, hist) + tiled_bytes(
+        model, layers, hw, tile, precision, content_elements(model, content_layers, hw))
+    room = None if budget is None else budget - fixed
+    if room is not None and for_reuse:
+        first = _first_tile_bytes(model, layers, hw, tile, precision)
+        room = (room - (REUSE_FACTOR - 1) * first) / REUSE_FACTOR
+    # the earlier stages' graphs where the history, at this scale's entries, reaches its
+    # floor beside them (at a coarser scale than the one it was sized at, sooner)
+    graph_room = None if budget is None else room - max(
+        0, min(history, HISTORY_FLOOR) - hist) * history_bytes(hw, 1)
+    k, c, e, graphs = recomputation(model, layers, hw, tile, precision, room, graph_room)
+    steps = fixed + graphs
+    held = steps + (REUSE_FACTOR - 1) * (graphs + _first_tile_bytes(model, layers, hw, tile,
+                                                                    precision))
+    reused = reuse == "on" or (reuse == "auto" and (budget is None or held <= budget))
+    return {"tile": tile, "keep": k, "compact": c, "early": e, "reuse": reused,
+            "work": tile_geometry.work_factor(model, layers, hw, tile, k, c, e),
+            "peak": held if reused else steps}
 
 
 def _window(geom, hw, tile):
