@@ -54,6 +54,18 @@ def one_arena() -> None:
         lib.mallopt(M_ARENA_MAX, 1)
 
 
+def _keep_freed(lib, on: bool) -> None:
+    """Every block from the heap and the heap's top kept (``on``), or glibc's defaults back
+    and the heap's free memory handed back."""
+    if on:
+        lib.mallopt(M_MMAP_MAX, 0)
+        lib.mallopt(M_TRIM_THRESHOLD, KEEP_TOP)
+    else:
+        lib.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+        lib.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+        lib.malloc_trim(0)
+
+
 def mapped(nbytes: int) -> mmap.mmap:
     """``nbytes`` of zeros in a mapping of their own, outside malloc's heap, handed back to the
     system when the last tensor on them is freed (``layout.zeros_as``: a tiled evaluation's
@@ -79,8 +91,7 @@ def tile_heap():
         active = lib is not None and _tiled > 0
         if active:
             if _in_tiles == 0 and _reusing == 0:
-                lib.mallopt(M_MMAP_MAX, 0)
-                lib.mallopt(M_TRIM_THRESHOLD, KEEP_TOP)
+                _keep_freed(lib, True)
             _in_tiles += 1
     try:
         yield
@@ -89,9 +100,7 @@ def tile_heap():
             with _lock:
                 _in_tiles -= 1
                 if _in_tiles == 0 and _reusing == 0:
-                    lib.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                    lib.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-                    lib.malloc_trim(0)
+                    _keep_freed(lib, False)
 
 
 @contextlib.contextmanager
@@ -128,8 +137,7 @@ def reusing_freed_memory(on: bool = True, tiled: bool = False):
     with _lock:
         if _reusing == 0:
             lib.malloc_trim(0)
-            lib.mallopt(M_MMAP_MAX, 0)
-            lib.mallopt(M_TRIM_THRESHOLD, KEEP_TOP)
+            _keep_freed(lib, True)
         _reusing += 1
     try:
         yield
@@ -137,6 +145,4 @@ def reusing_freed_memory(on: bool = True, tiled: bool = False):
         with _lock:
             _reusing -= 1
             if _reusing == 0:
-                lib.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-                lib.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-                lib.malloc_trim(0)
+                _keep_freed(lib, False)
