@@ -21,10 +21,10 @@ def zeros_as(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     """Zeros of ``shape`` in the layout of ``like`` (a map or a crop of one)."""
     last = channels_innermost(like) and len(shape) == 4
     dtype = dtype or like.dtype
-    if like.device.type == "cpu" and math.prod(shape) * dtype.itemsize >= MAPPED_MIN:
+    nbytes = math.prod(shape) * dtype.itemsize
+    if like.device.type == "cpu" and nbytes >= MAPPED_MIN:
         # a whole map, long-lived: in pages of its own, outside malloc's heap (zeros already)
-        flat = torch.frombuffer(allocator.mapped(math.prod(shape) * dtype.itemsize),
-                                dtype=torch.uint8).view(dtype)
+        flat = torch.frombuffer(allocator.mapped(nbytes), dtype=torch.uint8).view(dtype)
         if not last:
             return flat.view(shape)
         n, c, h, w = shape
