@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from impasto import allocator
+from impasto.layout import zeros_as
 
 pytestmark = pytest.mark.skipif(allocator._libc() is None, reason="needs glibc")
 
@@ -96,22 +97,61 @@ def check_tiled_steps_reuse_the_heap_within_the_tiles_passes_only():
         assert faults_of_large_blocks() > 0.8 * LARGE_PAGES
     with allocator.reusing_freed_memory(tiled=True):
         faults_of_large_blocks()
-        assert faults_of_large_blocks() > 0.8 * LARGE_PAGES     # the optimiser's: mapped
-        for _ in range(2):                              # two evaluations
+        assert faults_of_large_blocks() > 0.8 * LARGE_PAGES     # before the passes: mapped
+        for evaluation in range(3):
             with allocator.tile_heap():
-                for _ in range(3):                      # the heap grows
-                    faults_of_large_blocks()
+                if evaluation == 0:
+                    for _ in range(3):                  # the heap grows
+                        faults_of_large_blocks()
+                # from the second evaluation on, the last one's heap serves the passes
                 assert max(faults_of_large_blocks() for _ in range(2)) < 0.3 * LARGE_PAGES
                 allocator.release_memory()              # what the evaluation's end calls
                 assert faults_of_large_blocks() < 0.3 * LARGE_PAGES
                 inside = rss_bytes()
-            assert rss_bytes() < inside - 0.5 * sum(LARGE) * MIB  # handed back after
-            assert faults_of_large_blocks() > 0.8 * LARGE_PAGES  # mapped again after
+            assert rss_bytes() > inside - 0.2 * sum(LARGE) * MIB   # kept for the next one
+            # what outlives the passes is mapped apart (whole maps, the L-BFGS vectors)
+            vectors = [zeros_as(torch.empty(1), (mb * MIB // 4,)).fill_(1.0) for mb in LARGE]
+            assert all(not in_heap(v) for v in vectors)
+            del vectors
+        held = rss_bytes()
+    assert rss_bytes() < held - 0.5 * sum(LARGE) * MIB  # handed back after the steps
+    assert faults_of_large_blocks() > 0.8 * LARGE_PAGES  # and mapped again
+    with allocator.reusing_freed_memory(tiled=True):
         with allocator.reusing_freed_memory():          # an untiled run beside it reuses
             faults_of_large_blocks(), faults_of_large_blocks()
             with allocator.tile_heap():
                 assert faults_of_large_blocks() < 0.3 * LARGE_PAGES
             assert faults_of_large_blocks() < 0.3 * LARGE_PAGES  # still, after the tiles
+
+
+def in_heap(t: torch.Tensor) -> bool:
+    """Whether ``t``'s data lies in malloc's main heap (``[heap]`` in /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if line.rstrip().endswith("[heap]"):
+                lo, hi = (int(v, 16) for v in line.split()[0].split("-"))
+                if lo <= t.data_ptr() < hi:
+                    return True
+    return False
+
+
+def check_lbfgs_keeps_its_vectors_out_of_the_tile_heap():
+    from impasto.optimizers import LBFGS
+    x = torch.rand(4 * MIB).requires_grad_(True)     # 16 MiB: an image's vectors
+
+    def closure():      # a tiled evaluation: its passes leave holes in the kept heap
+        with allocator.tile_heap():
+            faults_of_large_blocks()
+        loss = (x - 0.5).pow(2).sum()
+        loss.backward()
+        return loss
+    with allocator.reusing_freed_memory(tiled=True):
+        opt = LBFGS(x, history_size=3)
+        for _ in range(5):
+            opt.zero_grad()
+            opt.step(closure)
+        vectors = [*opt.s, *opt.y, opt.d, opt.prev_g]
+        assert len(vectors) == 8 and not any(in_heap(v) for v in vectors)
 
 
 def faults_of_a_pass_in_a_thread(scale: int = 2) -> int:
@@ -179,16 +219,22 @@ def test_threads_blocks_are_reused_once_every_thread_shares_one_heap():
 
 
 def test_a_tiled_scales_steps_reuse_the_heap_for_the_tiles_only():
-    """With ``tiled``, large blocks are still mapped on their own (the optimiser's image-sized
-    vectors stay out of the heap) but within ``tile_heap`` (a tiled evaluation's passes) they
-    come from the heap, handed back when the passes end."""
+    """With ``tiled``, large blocks are mapped on their own before the passes, but within
+    ``tile_heap`` (a tiled evaluation's passes) they come from the heap, which is kept from
+    one evaluation to the next (what outlives the passes mapped apart) and handed back when
+    the steps end."""
     in_fresh_process(check_tiled_steps_reuse_the_heap_within_the_tiles_passes_only)
+
+
+def test_lbfgs_keeps_its_vectors_out_of_the_tile_heap():
+    """The L-BFGS history outlives a tiled evaluation's passes: it is mapped apart, so it does
+    not sit in the holes the next passes reuse."""
+    in_fresh_process(check_lbfgs_keeps_its_vectors_out_of_the_tile_heap)
 
 
 def test_mapped_whole_maps_go_back_to_the_system_when_freed():
     """``layout.zeros_as`` puts a large map in pages of its own: zeros, in the layout asked
     for, and handed back when freed even while the heap keeps what is freed into it."""
-    from impasto.layout import zeros_as
     like = torch.zeros(1, 64, 4, 4).contiguous(memory_format=torch.channels_last)
     with allocator.reusing_freed_memory():
         m = zeros_as(like, (1, 64, 512, 512))              # 64 MiB

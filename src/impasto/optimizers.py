@@ -24,6 +24,8 @@ from typing import Callable
 
 import torch
 
+from .layout import zeros_as
+
 
 class LBFGS:
     """Minimises a function of ``x`` with limited-memory BFGS; ``step(closure)`` does one
@@ -53,7 +55,7 @@ class LBFGS:
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         """-H g by the two-loop recursion over the kept pairs."""
-        q = g.neg()
+        q = torch.neg(g, out=_vector(g))
         alphas = []
         for s, y, rho in zip(reversed(self.s), reversed(self.y), reversed(self.rho)):
             a = s.dot(q) * rho
@@ -68,22 +70,22 @@ class LBFGS:
     def _restart(self, g: torch.Tensor):
         self.s.clear(), self.y.clear(), self.rho.clear()
         self.h_diag = 1.0
-        return g.neg(), min(1.0, 1.0 / float(g.abs().sum())) * self.lr
+        return torch.neg(g, out=_vector(g)), min(1.0, 1.0 / float(g.abs().sum())) * self.lr
 
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         loss = closure()
-        g = self.x.grad.detach().reshape(-1).clone()
+        g = _vector(self.x).copy_(self.x.grad.detach().reshape(-1))
         if not g.any():             # a stationary point: nowhere to go
             return loss
         self.iterations += 1
         if (self.iterations == 1 or self.d is None) and self.h0:
-            d, t = g.mul(-self.h0), self.lr
+            d, t = torch.mul(g, -self.h0, out=_vector(g)), self.lr
             self.h_diag = self.h0
         elif self.iterations == 1 or self.d is None:
             d, t = self._restart(g)
         else:
-            y = g - self.prev_g
-            s = self.d.mul(self.t)
+            y = torch.sub(g, self.prev_g, out=_vector(g))
+            s = torch.mul(self.d, self.t, out=_vector(g))
             ys = float(y.dot(s))
             if ys > 1e-10:          # curvature condition: keep the pair
                 if len(self.s) == self.history_size:
@@ -102,6 +104,13 @@ class LBFGS:
     def history_bytes(self) -> int:
         """Bytes the kept pairs use now."""
         return sum(v.numel() * v.element_size() for v in (*self.s, *self.y))
+
+
+def _vector(like: torch.Tensor) -> torch.Tensor:
+    """A flat vector for ``like``'s values: on a CPU, when large, in pages of its own outside
+    malloc's heap (``layout.zeros_as``), so the history a tiled scale keeps does not sit in
+    the holes its evaluations' passes reuse (``allocator.tile_heap``)."""
+    return zeros_as(like, (like.numel(),), like.dtype)
 
 
 class Adam:
