@@ -114,10 +114,11 @@ def forward(net, x: torch.Tensor, start: int, stop: int, reads=()):
                 y = net.segment(x, i, j, [names[j - 1]])[names[j - 1]]
                 weight = net.convs[n].weight.to(y.dtype)
                 saved.append(("conv", weight, tuple(x.shape), pack(y > 0) if j == i + 2
-                              and not pooled(j) else None))
+                              and not pooled(j) and names[j - 1] not in reads else None))
             elif n.startswith("relu"):
                 j, y = i + 1, F.relu(x)
-                saved.append(("relu", None, tuple(x.shape), None if pooled(j) else pack(y > 0)))
+                saved.append(("relu", None, tuple(x.shape), None if pooled(j)
+                              or n in reads else pack(y > 0)))
             else:
                 j = i + 1
                 if getattr(net, "channels_last", False):    # as net.segment has it
@@ -133,7 +134,9 @@ def forward(net, x: torch.Tensor, start: int, stop: int, reads=()):
                 saved.append(("pool", None, tuple(x.shape), code))
             if names[j - 1] in reads:       # (kind, the layer, its shape, its map)
                 feats[names[j - 1]] = y
-                saved.append(("read", names[j - 1], tuple(y.shape), y))
+                # a ReLU's map read is its own mask: no bits, the gradient masked by the map
+                kind = "read relu" if names[j - 1].startswith("relu") else "read"
+                saved.append((kind, names[j - 1], tuple(y.shape), y))
             x, i = y, j
     return x, saved, feats
 
@@ -145,8 +148,10 @@ def backward(g: torch.Tensor, saved, read_grad=None) -> torch.Tensor:
     with torch.no_grad():
         while saved:
             kind, weight, shape, keep = saved.pop()
-            if kind == "read":
+            if kind.startswith("read"):
                 g = g + read_grad(weight, keep).to(g.dtype)
+                if kind == "read relu":     # through the ReLU, as autograd does
+                    g = torch.ops.aten.threshold_backward(g, keep, 0)
                 continue
             if kind == "pool":
                 g = _unpool(g, keep, shape[-2:])
@@ -160,6 +165,9 @@ def backward(g: torch.Tensor, saved, read_grad=None) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- whole maps
+BITS = ("conv", "relu")     # the records kept as bits (a ReLU's mask); the others are maps
+
+
 class Store:
     """A stage's tail records for all its tiles, kept as whole maps: each tile writes its
     interior (exact there, as the tiled features are), and the backward pass reads any
@@ -183,7 +191,7 @@ class Store:
                 self.strides.append(s)
                 if data is None:
                     self.maps.append(None)
-                elif kind in ("pool", "read"):      # (N, C, H, W) in the tile's layout
+                elif kind not in BITS:              # maps: (N, C, H, W) in the tile's layout
                     self.maps.append(zeros_as(data, (*data.shape[:2], *full_hw(*self.hw, s))))
                 else:                               # bits: (N, H, W, C / 8)
                     self.maps.append(zeros_as(data, (data.shape[0], *full_hw(*self.hw, s),
@@ -192,7 +200,7 @@ class Store:
             if data is None:
                 continue
             (fy0, fy1), (fx0, fx1), (oy, ox) = tile.at(s)
-            if kind in ("pool", "read"):
+            if kind not in BITS:
                 m[..., fy0:fy1, fx0:fx1] = data[..., oy:oy + fy1 - fy0, ox:ox + fx1 - fx0]
             else:
                 m[:, fy0:fy1, fx0:fx1] = data[:, oy:oy + fy1 - fy0, ox:ox + fx1 - fx0]
@@ -210,7 +218,7 @@ class Store:
                 y0, x0 = tile.ty0 // s, tile.tx0 // s
                 if kind == "pool":      # at the pooling's output: half its input's size
                     data = m[..., y0:y0 + in_shape[-2] // 2, x0:x0 + in_shape[-1] // 2]
-                elif kind == "read":    # the map itself
+                elif kind not in BITS:  # a map read: the map itself
                     data = m[..., y0:y0 + in_shape[-2], x0:x0 + in_shape[-1]]
                 else:
                     data = m[:, y0:y0 + in_shape[-2], x0:x0 + in_shape[-1]]
