@@ -107,9 +107,12 @@ def check_tiled_steps_reuse_the_heap_within_the_tiles_passes_only():
                 assert max(faults_of_large_blocks() for _ in range(2)) < 0.3 * LARGE_PAGES
                 allocator.release_memory()              # what the evaluation's end calls
                 assert faults_of_large_blocks() < 0.3 * LARGE_PAGES
+                whole = zeros_as(torch.empty(1), (LARGE[0] * MIB // 4,))
+                assert in_heap(whole) and not whole.any()   # a pass's whole map: the heap's
+                del whole
                 inside = rss_bytes()
             assert rss_bytes() > inside - 0.2 * sum(LARGE) * MIB   # kept for the next one
-            # what outlives the passes is mapped apart (whole maps, the L-BFGS vectors)
+            # what outlives the passes is mapped apart (the L-BFGS vectors)
             vectors = [zeros_as(torch.empty(1), (mb * MIB // 4,)).fill_(1.0) for mb in LARGE]
             assert all(not in_heap(v) for v in vectors)
             del vectors

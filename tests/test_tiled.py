@@ -329,7 +329,8 @@ def test_freed_memory_is_reused_where_the_budget_has_room_for_it():
 def test_on_a_cpu_the_budget_takes_larger_tiles_only_where_their_heap_is_reused():
     """On a CPU a tile over CPU_TILE px is faulted in afresh at every tile unless the heap
     serves it (allocator.tile_heap): the planner takes one only where reuse fits the budget,
-    and only where its plan computes less (smaller margins against more recomputation)."""
+    and only where its plan computes less (smaller margins against more recomputation). With
+    the heap reused every tail that fits starts early (estimate.REUSED_EARLY_GAIN)."""
     from impasto import estimate, tile_geometry
 
     def cpu_plan(budget, reuse="auto"):
@@ -339,6 +340,8 @@ def test_on_a_cpu_the_budget_takes_larger_tiles_only_where_their_heap_is_reused(
     roomy = cpu_plan(18 * GIB)
     assert estimate.CPU_TILE < roomy["tiles"][0] <= estimate.REUSE_TILE
     assert roomy["reuse"] == [True] and roomy["peak_bytes"] <= 18 * GIB
+    # with the heap reused, every tail starts early and no earlier stage keeps its graph
+    assert roomy["keep"] == [3] and roomy["early"] == [(0, 1, 2)]
     at_384 = estimate._tiled_plan(384, "vgg19", LAYERS, DEEP["content_layers"], (3072, 4096),
                                   "bf16", 18 * GIB, 100, roomy["history"], "auto")
     work = tile_geometry.work_factor("vgg19", LAYERS, (3072, 4096), roomy["tiles"][0],

@@ -22,8 +22,9 @@ def zeros_as(like: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     last = channels_innermost(like) and len(shape) == 4
     dtype = dtype or like.dtype
     nbytes = math.prod(shape) * dtype.itemsize
-    if like.device.type == "cpu" and nbytes >= MAPPED_MIN:
-        # a whole map, long-lived: in pages of its own, outside malloc's heap (zeros already)
+    if like.device.type == "cpu" and nbytes >= MAPPED_MIN and not allocator.heap_kept():
+        # a whole map, long-lived: in pages of its own, outside malloc's heap (zeros already);
+        # within a kept heap's passes, from the heap, whose pages the next evaluation reuses
         flat = torch.frombuffer(allocator.mapped(nbytes), dtype=torch.uint8).view(dtype)
         if not last:
             return flat.view(shape)
