@@ -324,10 +324,13 @@ class TiledObjective:
                 if xt is None:
                     xt = src[..., t.ty0:t.ty1, t.tx0:t.tx1].detach().clone().requires_grad_(True)
                     if tails is not None:
-                        def read_grad(n, f, t=t, step=st.scale):
+                        def read_grad(n, f, g, t=t, step=st.scale):
+                            # added into the interior of g in place (its margin gets none)
                             part, box = interior(f, t, self.strides[n] // step)
-                            return _spread(f, t, self.strides[n] // step, self._layer_grad(
-                                n, part, box, lmasks, dgram, dmean, hw))
+                            d = self._layer_grad(n, part, box, lmasks, dgram, dmean, hw)
+                            if torch.is_tensor(d):
+                                interior(g, t, self.strides[n] // step)[0].add_(d)
+                            return g
                         g_head, feats = self._tail_backward(k, t, xt, tails.take(t), g_out,
                                                             want, read_grad)
                     else:
@@ -404,18 +407,19 @@ class TiledObjective:
         """∂/∂f of Σ_regions style_weight (⟨∂L/∂G, G_tile⟩ + ⟨∂L/∂μ, μ_tile⟩) / norm, written
         out: G_tile = Σ (m f)(m f)ᵀ gives m ⊙ (D + Dᵀ)(m f), μ_tile = Σ m² f gives m² ∂L/∂μ.
         One matrix product per region, where autograd through the Gram matrix takes three."""
-        out, x = 0.0, f.detach()     # in the map's dtype, as the statistics were (_sums)
+        out, x = None, f.detach()    # in the map's dtype, as the statistics were (_sums)
         for k, lm in enumerate(lmasks):
             m = None if lm is None else _crop(lm[n], box).to(x.dtype)
-            norm = _norm(lm and lm[n], full_hw(*hw, self.strides[n]))
-            g = self_product_grad(x if m is None else x * m, dgram[k][n])
+            # the weight scales the C x C matrices, not the map: two passes over it fewer
+            scale = self.style_weight / _norm(lm and lm[n], full_hw(*hw, self.strides[n]))
+            g = self_product_grad(x if m is None else x * m, dgram[k][n] * scale)
             if m is not None:
                 g = g * m
             if dmean[k][n] is not None:     # w2: the mean counts too
-                g = g + (dmean[k][n][..., None, None] * (1.0 if m is None else m * m)
+                g = g + (dmean[k][n][..., None, None] * scale * (1.0 if m is None else m * m)
                          ).to(x.dtype)
-            out = out + g * (self.style_weight / norm)
-        return out
+            out = g if out is None else out + g
+        return 0.0 if out is None else out
 
 
 # ----------------------------------------------------------------------------- helpers
