@@ -119,6 +119,12 @@ def check_tiled_steps_reuse_the_heap_within_the_tiles_passes_only():
         held = rss_bytes()
     assert rss_bytes() < held - 0.5 * sum(LARGE) * MIB  # handed back after the steps
     assert faults_of_large_blocks() > 0.8 * LARGE_PAGES  # and mapped again
+    with allocator.reusing_freed_memory(tiled=True, between=False):    # torch.optim's L-BFGS
+        with allocator.tile_heap():
+            for _ in range(3):
+                faults_of_large_blocks()
+            inside = rss_bytes()
+        assert rss_bytes() < inside - 0.5 * sum(LARGE) * MIB  # handed back after each
     with allocator.reusing_freed_memory(tiled=True):
         with allocator.reusing_freed_memory():          # an untiled run beside it reuses
             faults_of_large_blocks(), faults_of_large_blocks()

@@ -17,6 +17,7 @@ KEEP_TOP = 2**31 - 1        # mallopt takes a C int
 _lock = threading.Lock()
 _reusing = 0                # how many runs in this process keep freed memory
 _tiled = 0                  # how many keep it within a tiled evaluation's passes only
+_handed_back = 0            # how many of those hand the passes' heap back after each one
 _in_tiles = 0               # how many tiled evaluations are in their passes (``tile_heap``)
 
 
@@ -113,11 +114,11 @@ def tile_heap():
             with _lock:
                 _in_tiles -= 1
                 if _in_tiles == 0 and _reusing == 0:
-                    _keep_freed(lib, False, trim=False)
+                    _keep_freed(lib, False, trim=_handed_back > 0)
 
 
 @contextlib.contextmanager
-def reusing_freed_memory(on: bool = True, tiled: bool = False):
+def reusing_freed_memory(on: bool = True, tiled: bool = False, between: bool = True):
     """Within: every block torch frees stays in malloc's heap for the next one.
 
     glibc maps each block over 32 MiB on its own and unmaps it when it is freed, so at every
@@ -133,8 +134,9 @@ def reusing_freed_memory(on: bool = True, tiled: bool = False):
 
     With ``tiled`` (a tiled scale's steps): only within the tiled evaluation's passes
     (``tile_heap``), whose heap is kept from one evaluation to the next and handed back on the
-    way out of this."""
-    global _reusing, _tiled
+    way out of this; without ``between``, handed back after every evaluation (an optimiser
+    whose vectors would land in its holes: ``torch.optim.LBFGS``)."""
+    global _reusing, _tiled, _handed_back
     lib = _libc()
     if not on or lib is None:
         yield
@@ -142,11 +144,13 @@ def reusing_freed_memory(on: bool = True, tiled: bool = False):
     if tiled:
         with _lock:
             _tiled += 1
+            _handed_back += not between
         try:
             yield
         finally:
             with _lock:
                 _tiled -= 1
+                _handed_back -= not between
                 if _tiled == 0 and _reusing == 0 and _in_tiles == 0:
                     _keep_freed(lib, False)     # the passes' heap handed back
         return

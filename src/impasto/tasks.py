@@ -371,7 +371,10 @@ def run(task: str, cfg: Config, content=None, styles=(), init_image=None, callba
         curvature = None
         if outcomes and outcomes[-1].curvature > 0:
             curvature = outcomes[-1].curvature * hw[0] * hw[1] / prev_pixels
-        with reusing_freed_memory(memory["reuse"][k], tiled=memory["tiles"][k] is not None):
+        # torch.optim.LBFGS (--line-search) allocates its own vectors: they would sit in the
+        # holes of a tile heap kept between evaluations, so it is handed back after each
+        with reusing_freed_memory(memory["reuse"][k], tiled=memory["tiles"][k] is not None,
+                                  between=not (cfg.optimizer == "lbfgs" and cfg.line_search)):
             outcome = minimise(x.to(device), objective, settings, term_names=objective.terms,
                                callback=_at_scale(callback, k, side), step_offset=done,
                                total_steps=sum(n for _, n in plan),
