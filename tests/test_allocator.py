@@ -33,12 +33,12 @@ PASS = (48, 48, 24, 24, 12, 12, 6)     # MiB: a network pass's maps, alive toget
 PAGES = sum(PASS) * MIB / 4096
 
 
-def faults_of_a_pass() -> int:
+def faults_of_a_pass(blocks=PASS) -> int:
     """Minor page faults of allocating and writing blocks the way a pass over a network does
     (all above malloc's 32 MiB mmap threshold or near it), then freeing them all."""
     import resource
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    maps = [torch.empty(mb * MIB // 4).fill_(1.0) for mb in PASS]
+    maps = [torch.empty(mb * MIB // 4).fill_(1.0) for mb in blocks]
     del maps
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
@@ -81,11 +81,7 @@ LARGE = (160, 128, 96, 72)     # MiB: over glibc's dynamic thresholds: mapped un
 
 
 def faults_of_large_blocks() -> int:
-    import resource
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    maps = [torch.empty(mb * MIB // 4).fill_(1.0) for mb in LARGE]
-    del maps
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return faults_of_a_pass(LARGE)
 
 
 LARGE_PAGES = sum(LARGE) * MIB / 4096

@@ -87,6 +87,7 @@ def _unpool(g, code, hw):
     gl = g.permute(0, 2, 3, 1)
     even = hw[0] == 2 * ho and hw[1] == 2 * wo     # else an odd row or column gets none
     out = (g.new_empty if even else g.new_zeros)(n, hw[0], hw[1], c)
+    cl = None if code is None else code.permute(0, 2, 3, 1)
     chosen = None if code is None else torch.empty_like(gl)
     for dy in (0, 1):
         for dx in (0, 1):
@@ -94,7 +95,7 @@ def _unpool(g, code, hw):
             if chosen is None:
                 torch.div(gl, 4, out=at)
             else:
-                torch.eq(code.permute(0, 2, 3, 1), 2 * dy + dx, out=chosen)
+                torch.eq(cl, 2 * dy + dx, out=chosen)
                 torch.mul(gl, chosen, out=at)
     return out.permute(0, 3, 1, 2)
 
@@ -118,6 +119,9 @@ def forward(net, x: torch.Tensor, start: int, stop: int, reads=()):
     def pooled(j):      # a ReLU output (layer j - 1) that a max pooling alone reads
         return j < stop and names[j].startswith("pool") and net.pooling == "max" \
             and names[j - 1] not in reads
+
+    def bits(j, y):     # a ReLU output's mask, unless a pooling's code or its read map has it
+        return None if pooled(j) or names[j - 1] in reads else pack(y > 0)
     with torch.no_grad():
         while i < stop:
             n = names[i]
@@ -126,12 +130,11 @@ def forward(net, x: torch.Tensor, start: int, stop: int, reads=()):
                     and n not in reads else i + 1
                 y = net.segment(x, i, j, [names[j - 1]])[names[j - 1]]
                 weight = net.convs[n].weight.to(y.dtype)
-                saved.append(("conv", weight, tuple(x.shape), pack(y > 0) if j == i + 2
-                              and not pooled(j) and names[j - 1] not in reads else None))
+                saved.append(("conv", weight, tuple(x.shape),
+                              bits(j, y) if j == i + 2 else None))
             elif n.startswith("relu"):
                 j, y = i + 1, F.relu(x)
-                saved.append(("relu", None, tuple(x.shape), None if pooled(j)
-                              or n in reads else pack(y > 0)))
+                saved.append(("relu", None, tuple(x.shape), bits(j, y)))
             else:
                 j = i + 1
                 if getattr(net, "channels_last", False):    # as net.segment has it

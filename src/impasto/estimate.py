@@ -306,8 +306,8 @@ def _tiled_plan(tile, model, layers, content_layers, hw, precision, budget, hist
     fixed = history_bytes(hw, hist) + tiled_bytes(
         model, layers, hw, tile, precision, content_elements(model, content_layers, hw))
     room = None if budget is None else budget - fixed
+    first = _first_tile_bytes(model, layers, hw, tile, precision)
     if room is not None and for_reuse:
-        first = _first_tile_bytes(model, layers, hw, tile, precision)
         room = (room - (REUSE_FACTOR - 1) * first) / REUSE_FACTOR
     # the earlier stages' graphs where the history, at this scale's entries, reaches its
     # floor beside them (at a coarser scale than the one it was sized at, sooner)
@@ -320,8 +320,7 @@ def _tiled_plan(tile, model, layers, content_layers, hw, precision, budget, hist
     k, c, e, graphs = recomputation(model, layers, hw, tile, precision, room, graph_room,
                                     REUSED_EARLY_GAIN if for_reuse else EARLY_MIN_GAIN)
     steps = fixed + graphs
-    held = steps + (REUSE_FACTOR - 1) * (graphs + _first_tile_bytes(model, layers, hw, tile,
-                                                                    precision))
+    held = steps + (REUSE_FACTOR - 1) * (graphs + first)
     reused = reuse == "on" or (reuse == "auto" and (budget is None or held <= budget))
     return {"tile": tile, "keep": k, "compact": c, "early": e, "reuse": reused,
             "work": tile_geometry.work_factor(model, layers, hw, tile, k, c, e),

@@ -248,7 +248,7 @@ class TiledObjective:
         x = image.detach()
         want_grad = torch.is_grad_enabled() and image.requires_grad
         zero = x.new_zeros((), dtype=torch.float32)
-        with tile_heap():       # the passes' tiles from one heap, handed back after them
+        with tile_heap():       # the passes' tiles from one heap, kept through the steps
             content, style, grad = self._content_and_style(x, want_grad, zero)
         with torch.set_grad_enabled(want_grad):
             xi = x.clone().requires_grad_(want_grad)
