@@ -102,3 +102,33 @@ def test_the_tail_gradient_with_layers_read_in_it_is_autograds(nets, dtype, firs
     scale = leaf.grad.float().abs().max()
     err = (got.float() - leaf.grad.float()).abs().max() / scale
     assert err < (2e-2 if dtype == torch.bfloat16 else 1e-5), err
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("hw", [(12, 16), (13, 11)])
+def test_a_relus_16_bit_map_pools_as_integers_as_max_pooling_does(dtype, hw):
+    """``_pool``'s integer path for a ReLU's 16-bit output: the values max pooling gives and,
+    in each window whose maximum is positive, the first position holding it (ties included,
+    -0 anywhere); 4 where the maximum is +0 or -0 (the ReLU passes no gradient there)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.relu(torch.randn(2, 16, *hw, generator=g)).to(dtype)
+    hh, ww = hw[0] // 2 * 2, hw[1] // 2 * 2
+    x[:, :8, 0:hh:2, 1:ww:2] = x[:, :8, 0:hh:2, 0:ww:2]     # ties: positions 0 and 1
+    x[:, 8:12, 1:hh:2, 1:ww:2] = x[:, 8:12, 1:hh:2, 0:ww:2]  # and 2 and 3
+    x[..., 1::4, 1::3] = -0.0
+    x[..., :4, :4] = 0.0
+    x[..., 2:4, 0:2] = -0.0                             # a window of +0 and -0 only
+    x = x.contiguous(memory_format=torch.channels_last)
+    out, code = compact._pool(x, relu=True)
+    ref, idx = torch.nn.functional.max_pool2d_with_indices(x.float(), 2, 2)
+    assert torch.equal(out.float(), ref)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=torch.channels_last)
+    assert code.dtype == torch.int8
+    w = x.shape[-1]
+    first = (idx // w % 2) * 2 + idx % w % 2           # the position max pooling chose
+    positive = ref > 0
+    assert positive.any() and (~positive).any()
+    assert torch.equal(code[positive].long(), first[positive])
+    assert bool((code[~positive] == 4).all())
+    # the float path, where every window with nothing positive gets 4 too
+    assert torch.equal(code, compact._pool(x, empty=True)[1])

@@ -58,7 +58,7 @@ def unpack(bits: torch.Tensor) -> torch.Tensor:
     return m.reshape(n, h, w, c8 * 8).permute(0, 3, 1, 2)
 
 
-def _pool(x, empty=False):
+def _pool(x, empty=False, relu=False):
     """2x2 max pooling, and each output's choice within its window (0-3, row-major): the first
     position that holds the maximum, as the pooling's own indices have it (ties included).
     Found by comparing the window's positions with the output (the indices' int64 arithmetic
@@ -66,7 +66,10 @@ def _pool(x, empty=False):
     does is n0 (1 + n1 (1 + n2)) (nested ``where``s on Python numbers computed in int64: 3.4x
     slower on a 400 px tile of 128 channels). One comparison of every window position at once
     was no faster. With ``empty``, a window with nothing positive gets 4 (no position; see
-    ``forward``)."""
+    ``forward``). With ``relu`` (``x`` a ReLU's output) a 16-bit map is pooled as integers
+    (``_pool_relu``)."""
+    if relu and x.dtype in (torch.bfloat16, torch.float16):
+        return _pool_relu(x)
     out = F.max_pool2d(x, 2, 2)
     h, w = out.shape[-2:]
     n0, n1, n2 = [(x[..., dy:2 * h:2, dx:2 * w:2] != out).view(torch.int8)
@@ -75,6 +78,26 @@ def _pool(x, empty=False):
     if empty:       # there every position holds the maximum, 0: code 0 + 4
         code.add_(torch.le(out, 0).view(torch.int8), alpha=4)
     return out, code
+
+
+def _pool_relu(x):
+    """``_pool(x, empty=True)`` for a ReLU's 16-bit output, in integer ops: 2.3x faster on a
+    724 px tile of 64 channels, 1.5-1.7x on the later blocks' (bf16, 2-core Zen 4). Nothing
+    in a ReLU's output is below zero but -0, so its values order as their bits read as int16
+    do (-0 below every positive value, +0 below too), and two values are equal where their
+    bits are, except +0 and -0: a window whose maximum is not positive gets 4 (no position)
+    whatever its zeros' signs, and the gradient of a ReLU's zero output is zero anyway.
+    Position i not holding the maximum is |clamp(bits_i ^ max, -1, 1)|: integer ops that
+    write int16 run about 3x faster here than comparisons that write booleans."""
+    h, w = x.shape[-2] // 2, x.shape[-1] // 2
+    bits = x.view(torch.int16)
+    v = [bits[..., dy:2 * h:2, dx:2 * w:2] for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1))]
+    out = torch.maximum(v[0], v[1])
+    torch.maximum(out, torch.maximum(v[2], v[3]), out=out)
+    n0, n1, n2 = [torch.bitwise_xor(u, out).clamp_(-1, 1).abs_() for u in v[:3]]
+    code = n2.add_(1).mul_(n1).add_(1).mul_(n0)
+    code.sub_(4).mul_(out.clamp(0, 1)).add_(4)      # 4 where the maximum is +0 or -0
+    return out.view(x.dtype), code.to(torch.int8)
 
 
 def _unpool(g, code, hw):
@@ -142,8 +165,8 @@ def forward(net, x: torch.Tensor, start: int, stop: int, reads=()):
                 if net.pooling == "max":
                     # after a ReLU that keeps no mask, its mask where the pooling chose: its
                     # output > 0 there, so a window of zeros passes no gradient (code 4)
-                    y, code = _pool(x, empty=i > start and names[i - 1].startswith("relu")
-                                    and pooled(i))
+                    relu = i > 0 and names[i - 1].startswith("relu")    # x: its output
+                    y, code = _pool(x, empty=relu and i > start and pooled(i), relu=relu)
                 else:           # average pooling: its gradient needs nothing kept
                     y, code = F.avg_pool2d(x, 2, 2), None
                 saved.append(("pool", None, tuple(x.shape), code))
