@@ -6,8 +6,9 @@ Each row is the real CLI in its own process (peak RSS of that process alone), ne
 estimate impasto prints before it starts, so the memory model can be checked too. s/step is the
 median over the steps at full size; "of calibrated" is the share of the machine's VGG19 rate
 (forward + input gradient to relu5_1, measured in this run by benchmarks/speed.py's
-calibration, taken both with glibc's defaults and with freed memory reused; each row against
-the one its full-size scale ran under, which the run record says) that one step reaches,
+calibration, taken both with glibc's defaults and with freed memory reused, before the rows
+and after them: each row against the mean of the two taken the way its full-size scale ran,
+which the run record says) that one step reaches,
 counting the FLOPs of one untiled step. A tiled step computes more: the statistics pass, the
 stages whose graphs it could not keep run again in the backward pass, and their margins.
 "work" is that factor (tile_geometry.work_factor for the plan's tile and kept stages), and
@@ -159,9 +160,12 @@ def main(argv=None):
     import torch
     allocator.one_arena()       # as a run does (it changes nothing outside reusing_freed_memory)
     resolved = precisions.resolve(args.precision, torch.device("cpu"))
-    calib_mapped = calibrate((384, 512), precisions=(resolved,))[resolved]
-    with allocator.reusing_freed_memory():
-        calib_reused = calibrate((384, 512), precisions=(resolved,))[resolved]
+
+    def calibrated():       # (with glibc's defaults, with freed memory reused)
+        mapped = calibrate((384, 512), precisions=(resolved,))[resolved]
+        with allocator.reusing_freed_memory():
+            return mapped, calibrate((384, 512), precisions=(resolved,))[resolved]
+    before = calibrated()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in (int(s) for s in args.sizes.split(",") if s):
@@ -172,12 +176,19 @@ def main(argv=None):
             size, budget = spec.split(":")
             rows.append(run(int(size), 1, args.steps, args, Path(tmp), budget))
             print(f"done {size} tiled {budget}", file=sys.stderr, flush=True)
+    # the machine's rate drifts over a long run (10% between runs of the same code here):
+    # calibrated again after the rows, each share is against the mean of the two
+    after = calibrated()
+    calib_mapped, calib_reused = [(a + b) / 2 for a, b in zip(before, after)]
     loss_err, grad_err, hw = exactness(args.exact_size, args)
     lines = [f"{args.steps} steps each; {args.content} / {args.style}; {resolved}; "
-             f"--reuse-memory {args.reuse_memory or 'default'}; calibrated VGG19 rate (512x384) "
-             f"{calib_mapped / 1e9:.1f} GFLOP/s with glibc's defaults, {calib_reused / 1e9:.1f} "
-             "with freed memory reused; each row's share is against the one its full-size "
-             "scale ran under (reuse: yes/no). \"of calibrated\" counts an untiled step's FLOPs; "
+             f"--reuse-memory {args.reuse_memory or 'default'}; calibrated VGG19 rate (512x384, "
+             f"the mean of before the rows and after them) {calib_mapped / 1e9:.1f} GFLOP/s "
+             f"with glibc's defaults ({before[0] / 1e9:.1f} before, {after[0] / 1e9:.1f} after), "
+             f"{calib_reused / 1e9:.1f} with freed memory reused ({before[1] / 1e9:.1f}, "
+             f"{after[1] / 1e9:.1f}); each row's share is against the one its "
+             "full-size scale ran under (reuse: yes/no). \"of calibrated\" counts an untiled "
+             "step's FLOPs; "
              "\"work\" is what a tiled step computes against that (tile_geometry.work_factor: "
              "the statistics pass, the recomputed stages, the margins), and \"for its work\" "
              "the rate on what it computes", "",
